@@ -1,0 +1,157 @@
+//! The `Poller` trait: the contract every backend implements.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use crate::{Events, Interest, Token, Trigger, Waker};
+
+/// A readiness multiplexer: select, poll or epoll behind one interface.
+///
+/// # The contract
+///
+/// - **Readiness.** An fd is readable when data or EOF is pending (or, for a
+///   listener, a connection), writable when its send buffer has room. One
+///   event carries both when both hold.
+/// - **Triggers.** [`Trigger::Level`] reports on every `wait` while the
+///   condition holds; [`Trigger::Edge`] once per new arrival (epoll only;
+///   the others return `ErrorKind::Unsupported`, never a silent downgrade);
+///   [`Trigger::Oneshot`] once, then nothing until [`modify`](Poller::modify)
+///   re-arms the fd (select and poll emulate it).
+/// - **Errors and hang-ups** are reported whatever the interest, where the
+///   kernel tells: a peer that closes shows readable, so a read sees EOF,
+///   plus [`is_read_closed`](crate::Event::is_read_closed) on poll and
+///   epoll. select has no hang-up or error bit: it reports both as the
+///   readiness that was asked for, and the next read or write returns the
+///   EOF or the error.
+/// - **Timeouts.** `None` blocks; `Some(Duration::ZERO)` returns at once; any
+///   other timeout rounds up to the next millisecond and is clamped to
+///   [`MAX_WAIT_MS`](crate::MAX_WAIT_MS) (see [`timeout_ms`](crate::timeout_ms)).
+/// - **Signals.** A signal that interrupts `wait` makes it return `Ok(())`
+///   with no events; callers just loop.
+/// - **Spurious events.** `wait` may report an fd that is not ready after
+///   all; I/O then returns `WouldBlock`, which callers must handle.
+///
+/// # Closing registered fds
+///
+/// Deregister an fd **before** closing it: that is the caller's duty. If it
+/// is not done, epoll forgets the file by itself once the last descriptor
+/// for it is closed; select sees `EBADF` and poll sees `POLLNVAL`, and both
+/// report one error event for the stale token, then drop the entry. Until
+/// then a new fd with the same number cannot be registered (`AlreadyExists`).
+///
+/// # Threads
+///
+/// A poller is used from one thread. Its [`Waker`] is `Send + Sync` and may
+/// be used from any thread.
+///
+/// # Examples
+///
+/// With whatever backend is at hand (here `P`):
+///
+/// ```
+/// use std::io::Write;
+/// use std::net::{TcpListener, TcpStream};
+/// use std::time::Duration;
+/// use evmux_core::{Events, Interest, Poller, Token, Trigger};
+///
+/// fn echo_once<P: Poller>() -> std::io::Result<()> {
+///     let listener = TcpListener::bind("127.0.0.1:0")?;
+///     let mut client = TcpStream::connect(listener.local_addr()?)?;
+///     let (server, _) = listener.accept()?;
+///     server.set_nonblocking(true)?;
+///
+///     let mut poller = P::new()?;
+///     poller.register(&server, Token(1), Interest::READABLE, Trigger::Level)?;
+///     client.write_all(b"hi")?;
+///
+///     let mut events = Events::with_capacity(16);
+///     poller.wait(&mut events, Some(Duration::from_secs(5)))?;
+///     assert!(events.iter().any(|e| e.token() == Token(1) && e.is_readable()));
+///     poller.deregister(&server)
+/// }
+/// # let _ = echo_once::<evmux_core::doc_support::NoPoller>;
+/// ```
+pub trait Poller: Sized {
+    /// The backend's name: `"select"`, `"poll"` or `"epoll"`.
+    const NAME: &'static str;
+
+    /// Creates a poller.
+    ///
+    /// # Errors
+    ///
+    /// The error of the creating syscall (for example `EMFILE` from
+    /// `epoll_create1`).
+    fn new() -> io::Result<Self>;
+
+    /// Can this backend deliver `trigger`? Ask before trying.
+    fn supports_trigger(trigger: Trigger) -> bool;
+
+    /// The highest fd number plus one that this backend can hold
+    /// (`Some(FD_SETSIZE)` for select), or `None` when only the process's
+    /// fd limit applies.
+    fn fd_capacity() -> Option<usize>;
+
+    /// Starts watching `fd` for `interest`, reported as `token`.
+    ///
+    /// The fd should be non-blocking ([`set_nonblocking`](crate::set_nonblocking)),
+    /// and must stay open until it is deregistered.
+    ///
+    /// # Errors
+    ///
+    /// - `AlreadyExists` if `fd` is registered already.
+    /// - `Unsupported` if the backend cannot deliver `trigger`.
+    /// - `InvalidInput` if `fd` is past [`fd_capacity`](Poller::fd_capacity).
+    /// - Any error of the underlying syscall.
+    fn register<F: AsFd + ?Sized>(
+        &mut self,
+        fd: &F,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()>;
+
+    /// Changes the token, interest or trigger of a registered fd; re-arms a
+    /// [`Trigger::Oneshot`] fd.
+    ///
+    /// # Errors
+    ///
+    /// - `NotFound` if `fd` is not registered.
+    /// - `Unsupported` if the backend cannot deliver `trigger`.
+    /// - Any error of the underlying syscall.
+    fn modify<F: AsFd + ?Sized>(
+        &mut self,
+        fd: &F,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()>;
+
+    /// Stops watching `fd`. No event for it is reported after this returns.
+    ///
+    /// # Errors
+    ///
+    /// - `NotFound` if `fd` is not registered.
+    /// - Any error of the underlying syscall.
+    fn deregister<F: AsFd + ?Sized>(&mut self, fd: &F) -> io::Result<()>;
+
+    /// Waits for readiness, up to `timeout`, and puts what is ready into
+    /// `events` (cleared first). Allocates nothing in steady state.
+    ///
+    /// Returns `Ok(())` with `events` empty on timeout or when a signal
+    /// interrupted the wait.
+    ///
+    /// # Errors
+    ///
+    /// The error of the waiting syscall, other than `EINTR`.
+    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Creates this poller's [`Waker`]: waking it makes `wait` report a
+    /// readable event with `token`. Pick a token no registered fd uses.
+    ///
+    /// # Errors
+    ///
+    /// - `AlreadyExists` if this poller has a waker already (clone that one).
+    /// - The error of creating or registering the eventfd or pipe.
+    fn waker(&mut self, token: Token) -> io::Result<Waker>;
+}

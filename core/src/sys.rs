@@ -1,0 +1,232 @@
+//! The policy every backend shares: the syscall wrapper, `set_nonblocking`,
+//! timeout rounding, EINTR during `wait`, and error constructors.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+use crate::Trigger;
+
+/// A return value whose `-1` means "look at `errno`".
+pub trait IsMinusOne: Copy {
+    /// True for the failure value.
+    fn is_minus_one(self) -> bool;
+}
+
+macro_rules! impl_is_minus_one {
+    ($($t:ty),*) => {$(
+        impl IsMinusOne for $t {
+            fn is_minus_one(self) -> bool {
+                self == -1
+            }
+        }
+    )*};
+}
+
+impl_is_minus_one!(i32, i64, isize);
+
+/// Turns a libc return of `-1` into `io::Error::last_os_error()`.
+///
+/// # Errors
+///
+/// Whatever `errno` holds when `ret` is `-1`.
+///
+/// # Examples
+///
+/// ```
+/// use evmux_core::cvt;
+///
+/// // SAFETY: getpid has no preconditions.
+/// let pid = cvt(unsafe { libc::getpid() }).unwrap();
+/// assert!(pid > 0);
+/// // SAFETY: closing an fd number that is not open is harmless; it fails with EBADF.
+/// let err = cvt(unsafe { libc::close(-1) }).unwrap_err();
+/// assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+/// ```
+pub fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
+    if ret.is_minus_one() {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Puts `fd` in non-blocking mode, leaving its other status flags alone
+/// (`fcntl(F_GETFL)` then `fcntl(F_SETFL, flags | O_NONBLOCK)`).
+///
+/// # Errors
+///
+/// The error of either `fcntl` call.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use std::os::unix::net::UnixStream;
+///
+/// let (a, _b) = UnixStream::pair()?;
+/// evmux_core::set_nonblocking(a.as_fd())?;
+/// let err = std::io::Read::read(&mut &a, &mut [0u8; 1]).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: `raw` comes from a live `BorrowedFd`; F_GETFL takes no pointer.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK != 0 {
+        return Ok(());
+    }
+    // SAFETY: as above; F_SETFL takes an int argument.
+    cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+/// The longest single wait in milliseconds (`i32::MAX`, about 24.8 days).
+/// A longer timeout is clamped to it; `wait` then returns with no events
+/// and the caller's loop waits again.
+pub const MAX_WAIT_MS: i32 = i32::MAX;
+
+/// Converts a `wait` timeout to the milliseconds poll and epoll take.
+///
+/// `None` is `-1` (block); `Duration::ZERO` is `0` (return at once); any
+/// other duration rounds *up* to the next millisecond, so a 100µs timer
+/// never turns into a busy loop of zero waits; anything past
+/// [`MAX_WAIT_MS`] (up to `Duration::MAX`) is clamped, never wrapped.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use evmux_core::timeout_ms;
+///
+/// assert_eq!(timeout_ms(None), -1);
+/// assert_eq!(timeout_ms(Some(Duration::ZERO)), 0);
+/// assert_eq!(timeout_ms(Some(Duration::from_nanos(1))), 1);
+/// assert_eq!(timeout_ms(Some(Duration::from_micros(1500))), 2);
+/// assert_eq!(timeout_ms(Some(Duration::MAX)), i32::MAX);
+/// ```
+pub fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(MAX_WAIT_MS as u128) as libc::c_int
+        }
+    }
+}
+
+/// Converts a `wait` timeout to the `timeval` select takes: the same
+/// rounding and clamping as [`timeout_ms`], so every backend waits alike.
+/// `None` means block (a null pointer).
+pub fn timeout_timeval(timeout: Option<Duration>) -> Option<libc::timeval> {
+    let ms = timeout_ms(timeout);
+    if ms < 0 {
+        return None;
+    }
+    Some(libc::timeval {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+    })
+}
+
+/// Applies the shared EINTR policy to the result of a waiting syscall: a
+/// signal that interrupts `wait` is `Ok(0)` (no events), not an error the
+/// caller must special-case.
+///
+/// # Errors
+///
+/// Any error other than `ErrorKind::Interrupted`, unchanged.
+pub fn interrupted_is_empty(result: io::Result<libc::c_int>) -> io::Result<usize> {
+    match result {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// `ErrorKind::Unsupported`: `backend` cannot deliver `trigger`.
+pub fn unsupported_trigger(backend: &str, trigger: Trigger) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{trigger:?}-triggered mode is not supported by the {backend} backend; \
+             use Trigger::Level or Trigger::Oneshot, or the epoll backend"
+        ),
+    )
+}
+
+/// `ErrorKind::AlreadyExists`: `fd` is registered already.
+pub fn already_registered(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("fd {fd} is already registered; use modify to change its interest"),
+    )
+}
+
+/// `ErrorKind::NotFound`: `fd` is not registered.
+pub fn not_registered(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("fd {fd} is not registered with this poller"),
+    )
+}
+
+/// `ErrorKind::InvalidInput`: `fd` is past what the backend can hold.
+pub fn beyond_capacity(fd: RawFd, limit: usize, backend: &str, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("fd {fd} is beyond {what} ({limit}), the {backend} backend's limit"),
+    )
+}
+
+/// `ErrorKind::AlreadyExists`: the poller already has a waker.
+pub fn waker_exists() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "this poller already has a waker; clone the one it returned",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_and_clamp() {
+        assert_eq!(timeout_ms(None), -1);
+        assert_eq!(timeout_ms(Some(Duration::ZERO)), 0);
+        assert_eq!(timeout_ms(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(999))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_millis(1))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(1001))), 2);
+        assert_eq!(timeout_ms(Some(Duration::from_secs(u64::MAX))), i32::MAX);
+        assert_eq!(timeout_ms(Some(Duration::MAX)), i32::MAX);
+    }
+
+    #[test]
+    fn timeval_matches_ms() {
+        assert!(timeout_timeval(None).is_none());
+        let tv = timeout_timeval(Some(Duration::from_micros(1))).unwrap();
+        assert_eq!((tv.tv_sec, tv.tv_usec), (0, 1000));
+        let tv = timeout_timeval(Some(Duration::from_millis(2500))).unwrap();
+        assert_eq!((tv.tv_sec, tv.tv_usec), (2, 500_000));
+        let tv = timeout_timeval(Some(Duration::MAX)).unwrap();
+        assert_eq!(tv.tv_sec as i64, i32::MAX as i64 / 1000);
+    }
+
+    #[test]
+    fn eintr_is_no_events() {
+        let e = io::Error::from_raw_os_error(libc::EINTR);
+        assert_eq!(interrupted_is_empty(Err(e)).unwrap(), 0);
+        let e = io::Error::from_raw_os_error(libc::EBADF);
+        assert!(interrupted_is_empty(Err(e)).is_err());
+    }
+
+    #[test]
+    fn edge_error_names_backend() {
+        let e = unsupported_trigger("select", Trigger::Edge);
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("select backend"), "{e}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Framing: cutting a byte stream into frames and back.
