@@ -21,7 +21,7 @@ pub use event::{Event, Events, Readiness};
 pub use interest::{Interest, Trigger};
 pub use poller::Poller;
 pub use sys::{
-    already_registered, beyond_capacity, cvt, interrupted_is_empty, not_registered,
+    already_registered, beyond_capacity, check_token, cvt, interrupted_is_empty, not_registered,
     set_nonblocking, timeout_ms, timeout_timeval, unsupported_trigger, waker_exists, IsMinusOne,
     MAX_WAIT_MS,
 };
@@ -54,10 +54,22 @@ pub mod doc_support {
         fn fd_capacity() -> Option<usize> {
             Some(0)
         }
-        fn register<F: AsFd + ?Sized>(&mut self, _: &F, _: Token, _: Interest, _: Trigger) -> std::io::Result<()> {
+        fn register<F: AsFd + ?Sized>(
+            &mut self,
+            _: &F,
+            _: Token,
+            _: Interest,
+            _: Trigger,
+        ) -> std::io::Result<()> {
             Err(no())
         }
-        fn modify<F: AsFd + ?Sized>(&mut self, _: &F, _: Token, _: Interest, _: Trigger) -> std::io::Result<()> {
+        fn modify<F: AsFd + ?Sized>(
+            &mut self,
+            _: &F,
+            _: Token,
+            _: Interest,
+            _: Trigger,
+        ) -> std::io::Result<()> {
             Err(no())
         }
         fn deregister<F: AsFd + ?Sized>(&mut self, _: &F) -> std::io::Result<()> {

@@ -101,7 +101,8 @@ pub trait Poller: Sized {
     ///
     /// - `AlreadyExists` if `fd` is registered already.
     /// - `Unsupported` if the backend cannot deliver `trigger`.
-    /// - `InvalidInput` if `fd` is past [`fd_capacity`](Poller::fd_capacity).
+    /// - `InvalidInput` if `fd` is past [`fd_capacity`](Poller::fd_capacity),
+    ///   or `token` is [`Token::RESERVED`].
     /// - Any error of the underlying syscall.
     fn register<F: AsFd + ?Sized>(
         &mut self,
@@ -118,6 +119,7 @@ pub trait Poller: Sized {
     ///
     /// - `NotFound` if `fd` is not registered.
     /// - `Unsupported` if the backend cannot deliver `trigger`.
+    /// - `InvalidInput` if `token` is [`Token::RESERVED`].
     /// - Any error of the underlying syscall.
     fn modify<F: AsFd + ?Sized>(
         &mut self,

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
-use crate::Trigger;
+use crate::{Token, Trigger};
 
 /// A return value whose `-1` means "look at `errno`".
 pub trait IsMinusOne: Copy {
@@ -178,6 +178,22 @@ pub fn beyond_capacity(fd: RawFd, limit: usize, backend: &str, what: &str) -> io
         io::ErrorKind::InvalidInput,
         format!("fd {fd} is beyond {what} ({limit}), the {backend} backend's limit"),
     )
+}
+
+/// Checks that `token` is not [`Token::RESERVED`], which backends use
+/// internally (epoll stores it in `data.u64` for the waker).
+///
+/// # Errors
+///
+/// `ErrorKind::InvalidInput` for `Token::RESERVED`.
+pub fn check_token(token: Token) -> io::Result<()> {
+    if token == Token::RESERVED {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "token usize::MAX is reserved for the poller's own use; pick another",
+        ));
+    }
+    Ok(())
 }
 
 /// `ErrorKind::AlreadyExists`: the poller already has a waker.

@@ -18,6 +18,12 @@
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Token(pub usize);
 
+impl Token {
+    /// `Token(usize::MAX)`, kept for the poller's own use: `register` and
+    /// `modify` refuse it with `ErrorKind::InvalidInput` on every backend.
+    pub const RESERVED: Token = Token(usize::MAX);
+}
+
 impl From<Token> for usize {
     fn from(token: Token) -> usize {
         token.0
