@@ -103,7 +103,6 @@ impl fmt::Debug for PollPoller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PollPoller")
             .field("entries", &self.fds.len())
-            .field("slots", &self.slots)
             .field("waker", &self.waker)
             .finish()
     }

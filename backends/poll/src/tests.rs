@@ -3,7 +3,7 @@
 use super::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{BorrowedFd, IntoRawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Instant;
@@ -330,4 +330,24 @@ fn timeout_expires_with_no_events_and_reuses_the_buffer() {
     assert!(start.elapsed() >= Duration::from_millis(30));
     assert!(events.is_empty());
     assert_eq!(events.capacity(), 4);
+}
+
+#[test]
+fn bare_hangup_on_a_pipe_sets_readable_for_readers() {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds pipe writes.
+    cvt(unsafe { libc::pipe(fds.as_mut_ptr()) }).unwrap();
+    // SAFETY: both fds were just returned by pipe and are owned by no one else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut p = PollPoller::new().unwrap();
+    p.register(&read, Token(1), R, Trigger::Level).unwrap();
+    assert_eq!(wait(&mut p), vec![]);
+    // A pipe with no writer left gives POLLHUP alone, without POLLIN.
+    drop(write);
+    let hup = Readiness::HUP | Readiness::READABLE;
+    assert_eq!(wait(&mut p), vec![(1, hup)]);
+    p.modify(&read, Token(1), Interest::empty(), Trigger::Level)
+        .unwrap();
+    assert_eq!(wait(&mut p), vec![(1, Readiness::HUP)]);
+    assert_eq!(std::fs::File::from(read).read(&mut [0u8; 4]).unwrap(), 0);
 }
