@@ -149,3 +149,188 @@ impl Codec for Lines {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::sim::{
+        assert_every_cut, bytes_from, cut_at, cuts, feed, feed_bytewise, scanned_during,
+    };
+
+    fn too_large(max: usize) -> Option<DecodeError> {
+        Some(DecodeError::FrameTooLarge { max })
+    }
+
+    #[test]
+    fn single_line() {
+        assert_every_cut(&Lines::new(), b"PING\n", &[b"PING"], None);
+    }
+
+    #[test]
+    fn pipelined_lines_with_either_ending() {
+        let stream = b"SET k v\r\nGET k\nDEL k\r\n";
+        assert_every_cut(
+            &Lines::new(),
+            stream,
+            &[b"SET k v", b"GET k", b"DEL k"],
+            None,
+        );
+    }
+
+    #[test]
+    fn empty_lines() {
+        assert_every_cut(&Lines::new(), b"\n\r\n\n", &[b"", b"", b""], None);
+    }
+
+    #[test]
+    fn only_the_carriage_return_before_the_newline_is_stripped() {
+        let stream = b"a\rb\n\r\r\n\ra\n";
+        assert_every_cut(&Lines::new(), stream, &[b"a\rb", b"\r", b"\ra"], None);
+    }
+
+    #[test]
+    fn incomplete_line_waits() {
+        let out = feed(&mut Lines::new(), [&b"one\ntw"[..], b"o\r"]);
+        assert_eq!(out.frames, [b"one"]);
+        assert_eq!(out.error, None);
+    }
+
+    #[test]
+    fn line_of_exactly_max_is_accepted_one_more_is_not() {
+        let codec = Lines::new().max_frame(4);
+        assert_every_cut(&codec, b"abcd\n", &[b"abcd"], None);
+        assert_every_cut(&codec, b"abcd\r\n", &[b"abcd"], None);
+        assert_every_cut(&codec, b"abcde\n", &[], too_large(4));
+        assert_every_cut(&codec, b"abcde\r\n", &[], too_large(4));
+        assert_every_cut(&codec, b"abcd\r\r\n", &[], too_large(4));
+        assert_every_cut(&Lines::new().max_frame(0), b"\r\n\n", &[b"", b""], None);
+    }
+
+    #[test]
+    fn default_max_is_64_kib() {
+        let mut line = vec![b'a'; DEFAULT_MAX_FRAME];
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(feed(&mut Lines::new(), [&line[..]]).frames.len(), 1);
+        line.insert(0, b'a');
+        assert_eq!(feed(&mut Lines::new(), [&line[..]]).error, too_large(65536));
+    }
+
+    #[test]
+    fn oversized_line_is_rejected_before_more_is_fed() {
+        let codec = Lines::new().max_frame(10);
+        let out = feed_bytewise(&codec, &[b'a'; 100]);
+        assert_eq!(out.error, too_large(10));
+        assert_eq!(out.fed, 11, "11 bytes without \\n or \\r prove it too long");
+        // A `\r` at offset max may still be half of a "\r\n": wait one more.
+        let mut stream = vec![b'a'; 10];
+        stream.extend_from_slice(b"\rxyz");
+        let out = feed_bytewise(&codec, &stream);
+        assert_eq!(out.error, too_large(10));
+        assert_eq!(out.fed, 12);
+    }
+
+    #[test]
+    fn byte_at_a_time_scans_each_byte_once() {
+        let n = 100_000;
+        let codec = Lines::new().max_frame(n);
+        let mut stream = vec![b'a'; n];
+        stream.extend_from_slice(b"\r\n");
+        let mut out = None;
+        let scanned = scanned_during(|| out = Some(feed_bytewise(&codec, &stream)));
+        assert_eq!(out.map(|o| o.frames.len()), Some(1));
+        assert!(scanned <= stream.len(), "scanned {scanned} bytes");
+    }
+
+    #[test]
+    fn encode_appends_a_newline() {
+        let mut out = b"kept".to_vec();
+        Lines::new().encode(b"a\rb", &mut out).unwrap();
+        Lines::new().encode(b"", &mut out).unwrap();
+        assert_eq!(out, b"kepta\rb\n\n");
+    }
+
+    #[test]
+    fn encode_errors_name_the_problem() {
+        let cases: [(&[u8], &str); 3] = [
+            (
+                b"abcde",
+                "lines encode: payload of 5 bytes exceeds the maximum of 4",
+            ),
+            (
+                b"a\nb",
+                "lines encode: newline inside the payload at byte 1",
+            ),
+            (
+                b"ab\r",
+                "lines encode: payload ends with \\r, which decode would strip",
+            ),
+        ];
+        for (payload, message) in cases {
+            let mut out = b"kept".to_vec();
+            let err = Lines::new()
+                .max_frame(4)
+                .encode(payload, &mut out)
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert_eq!(err.to_string(), message);
+            assert_eq!(out, b"kept");
+        }
+    }
+
+    const ALPHABET: &[u8] = b"ab\r\n";
+
+    proptest! {
+        #[test]
+        fn any_cut_of_a_valid_stream_gives_the_same_lines(
+            payloads in prop::collection::vec(bytes_from(ALPHABET, 12), 0..6),
+            crlf in any::<bool>(),
+            cuts in cuts(),
+        ) {
+            let mut stream = Vec::new();
+            let mut sent = Vec::new();
+            for payload in payloads {
+                if Lines::new().encode(&payload, &mut stream).is_ok() {
+                    if crlf {
+                        // Write "\r\n" instead: decoding must not care.
+                        stream.pop();
+                        stream.extend_from_slice(b"\r\n");
+                    }
+                    sent.push(payload);
+                }
+            }
+            let out = feed(&mut Lines::new(), cut_at(&stream, &cuts));
+            prop_assert_eq!(out.error, None);
+            prop_assert_eq!(out.frames, sent);
+        }
+
+        #[test]
+        fn encode_then_decode_gives_back_the_payload(payload in bytes_from(ALPHABET, 20)) {
+            let mut codec = Lines::new();
+            let mut out = Vec::new();
+            if codec.encode(&payload, &mut out).is_ok() {
+                let decoded = codec.decode(&out).unwrap().unwrap();
+                prop_assert_eq!(&out[decoded.frame], &payload[..]);
+                prop_assert_eq!(decoded.consumed, out.len());
+            } else {
+                prop_assert!(out.is_empty());
+                prop_assert!(payload.contains(&b'\n') || payload.last() == Some(&b'\r'));
+            }
+        }
+
+        #[test]
+        fn random_bytes_decode_the_same_however_they_are_cut(
+            max in 0..12usize,
+            stream in bytes_from(ALPHABET, 60),
+            cuts in cuts(),
+        ) {
+            let codec = Lines::new().max_frame(max);
+            let whole = feed(&mut codec.clone(), [&stream[..]]);
+            let cut = feed(&mut codec.clone(), cut_at(&stream, &cuts));
+            prop_assert_eq!(cut.result(), whole.result());
+            let bytewise = feed_bytewise(&codec, &stream);
+            prop_assert_eq!(bytewise.result(), whole.result());
+        }
+    }
+}

@@ -46,3 +46,54 @@ impl Codec for Raw {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::sim::{bytes_from, cut_at, cuts, feed, feed_bytewise};
+
+    #[test]
+    fn nothing_available_is_no_frame() {
+        assert_eq!(Raw.decode(b""), Ok(None));
+        assert_eq!(feed(&mut Raw, [&b""[..], b""]).frames.len(), 0);
+    }
+
+    #[test]
+    fn each_read_is_one_frame() {
+        let out = feed(&mut Raw, [&b"ab"[..], b"", b"cde"]);
+        assert_eq!(out.frames, [&b"ab"[..], b"cde"]);
+        let out = feed_bytewise(&Raw, b"xyz");
+        assert_eq!(out.frames, [b"x", b"y", b"z"]);
+    }
+
+    #[test]
+    fn encode_appends_unchanged() {
+        let mut out = b"kept".to_vec();
+        Raw.encode(b"\0any\nbytes", &mut out).unwrap();
+        Raw.encode(b"", &mut out).unwrap();
+        assert_eq!(out, b"kept\0any\nbytes");
+    }
+
+    proptest! {
+        #[test]
+        fn any_cut_keeps_every_byte_in_order(
+            stream in bytes_from(b"\0a\n\xff", 60),
+            cuts in cuts(),
+        ) {
+            let out = feed(&mut Raw, cut_at(&stream, &cuts));
+            prop_assert_eq!(out.error, None);
+            prop_assert!(out.frames.iter().all(|f| !f.is_empty()));
+            prop_assert_eq!(out.frames.concat(), stream);
+        }
+
+        #[test]
+        fn encode_then_decode_gives_back_the_payload(payload in bytes_from(b"\0a\n", 20)) {
+            let mut out = Vec::new();
+            Raw.encode(&payload, &mut out).unwrap();
+            let decoded = Raw.decode(&out).unwrap();
+            prop_assert_eq!(decoded.map(|d| out[d.frame].to_vec()), Some(payload).filter(|p| !p.is_empty()));
+        }
+    }
+}
