@@ -1,4 +1,4 @@
-//! The epoll backend of evmux: [`EpollPoller`], Linux and Android only.
+//! The epoll backend of evmux: `EpollPoller`, Linux and Android only.
 //!
 //! The kernel keeps the interest list, so `register`, `modify` and
 //! `deregister` are one `epoll_ctl` each and `wait` is one `epoll_wait`
@@ -10,7 +10,10 @@
 //! The poller keeps no per-fd state: the token travels in the kernel's
 //! `epoll_event.data`, and the only memory it owns is the event buffer,
 //! reused by every `wait` and doubled (up to 65536 entries) after a wait
-//! that filled it.
+//! that filled it. One consequence: a hung-up socket with readable interest
+//! reports READABLE with HUP (the kernel sends EPOLLIN too), but a pipe
+//! whose writer closed reports HUP alone; check
+//! [`is_read_closed`](evmux_core::Event::is_read_closed), which covers both.
 //!
 //! # Closing a registered fd
 //!

@@ -477,3 +477,33 @@ fn steady_state_wait_allocates_nothing() {
     }
     assert_eq!(ALLOCATIONS.with(Cell::get), before);
 }
+
+#[test]
+fn other_errno_passes_through() {
+    // epoll refuses regular files with EPERM; only EEXIST and ENOENT are
+    // rewritten.
+    let file = std::fs::File::open("/proc/self/exe").unwrap();
+    let mut p = poller();
+    let e = p.register(&file, Token(1), Interest::READABLE, Trigger::Level);
+    assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EPERM));
+}
+
+/// Pins a known gap: a pipe whose writer closed reports EPOLLHUP without
+/// EPOLLIN, and with no per-fd state the poller cannot tell that readable
+/// interest was asked, so the event is HUP without READABLE. Sockets send
+/// EPOLLIN with the hang-up and are not affected.
+#[test]
+fn pipe_hangup_is_hup_without_readable() {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes; the flags are valid.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }).unwrap();
+    // SAFETY: both fds were just returned by pipe2 and nothing else owns them.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut p = poller();
+    p.register(&r, Token(1), Interest::READABLE, Trigger::Level)
+        .unwrap();
+    drop(w);
+    let r = only(&wait(&mut p, LONG), Token(1));
+    assert_eq!(r, Readiness::HUP);
+    assert!(Event::new(Token(1), r).is_read_closed());
+}
