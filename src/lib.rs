@@ -19,7 +19,18 @@ pub use evmux_poll::PollPoller;
 #[cfg(feature = "select")]
 pub use evmux_select::SelectPoller;
 
+mod buffer;
 pub mod codec;
+mod conn;
+mod handler;
+mod reactor;
+mod sys;
+mod timer;
+
+pub use conn::{CloseReason, Conn, ConnId};
+pub use handler::{Control, Handler};
+pub use reactor::{Config, Reactor, Stats, StopHandle};
+pub use timer::TimerId;
 
 cfg_if::cfg_if! {
     if #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))] {

@@ -1,0 +1,149 @@
+//! `Buffer`: a byte queue with a read cursor.
+//!
+//! ```text
+//! +-----------------+------------------+------------------+
+//! |  consumed bytes |  readable bytes  |  spare capacity  |
+//! +-----------------+------------------+------------------+
+//! 0      <=       start      <=       len      <=     capacity
+//! ```
+//!
+//! Consuming moves `start`; bytes move to the front only when the buffer
+//! needs room *and* the live bytes are no more than the consumed ones, so
+//! every byte is moved at most once on average (no O(n) shift per frame).
+//! An emptied buffer resets its cursor for free, and [`Buffer::release`]
+//! gives the memory back when a connection goes idle.
+
+use std::io;
+use std::mem::MaybeUninit;
+
+#[derive(Debug, Default)]
+pub(crate) struct Buffer {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Buffer {
+    /// The readable bytes.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Drops `n` bytes from the front.
+    pub(crate) fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.start += n.min(self.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Appends bytes at the back.
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.make_room(bytes.len());
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Frees the memory if nothing is buffered.
+    pub(crate) fn release(&mut self) {
+        if self.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
+    /// Fills up to `want` bytes of spare room with `fill`, which returns how
+    /// many bytes it initialised (the socket read). Returns that count.
+    pub(crate) fn fill_with(
+        &mut self,
+        want: usize,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.make_room(want);
+        let spare = &mut self.buf.spare_capacity_mut()[..want];
+        let n = fill(spare)?;
+        let n = n.min(want);
+        // SAFETY: `fill` reports that it initialised the first `n` bytes of
+        // the spare capacity (the kernel wrote them), and `n <= want <=
+        // spare capacity`, so the new length covers initialised bytes only.
+        unsafe { self.buf.set_len(self.buf.len() + n) };
+        Ok(n)
+    }
+
+    fn make_room(&mut self, extra: usize) {
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare >= extra {
+            return;
+        }
+        if self.start > 0 && self.start >= self.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+            if self.buf.capacity() - self.buf.len() >= extra {
+                return;
+            }
+        }
+        self.buf.reserve(extra);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_and_compact_keep_order() {
+        let mut b = Buffer::default();
+        b.extend(b"hello world");
+        b.consume(6);
+        assert_eq!(b.data(), b"world");
+        b.extend(&[b'!'; 100]);
+        assert_eq!(&b.data()[..6], b"world!");
+        assert_eq!(b.len(), 105);
+        b.consume(105);
+        assert!(b.is_empty());
+        b.release();
+        assert_eq!(b.capacity(), 0);
+    }
+
+    #[test]
+    fn fill_with_appends_initialised_bytes() {
+        let mut b = Buffer::default();
+        b.extend(b"ab");
+        let n = b
+            .fill_with(8, |spare| {
+                spare[0].write(b'c');
+                spare[1].write(b'd');
+                Ok(2)
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(b.data(), b"abcd");
+    }
+
+    #[test]
+    fn compaction_moves_each_byte_at_most_once_on_average() {
+        // A frame-at-a-time consumer over a long stream: total bytes moved
+        // by compaction stays linear in the bytes that went through.
+        let mut b = Buffer::default();
+        let mut through = 0usize;
+        for _ in 0..10_000 {
+            b.extend(&[7u8; 100]);
+            through += 100;
+            b.consume(90);
+        }
+        assert!(b.capacity() < through / 10, "buffer grew with the stream");
+    }
+}

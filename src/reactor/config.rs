@@ -1,0 +1,132 @@
+//! `Config`: the reactor's knobs, with defaults a server can start from.
+
+use std::time::Duration;
+
+use crate::Trigger;
+
+/// Settings for a [`Reactor`](crate::Reactor). Start from
+/// `Config::default()` and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use evmux::{Config, Trigger};
+///
+/// let config = Config::default()
+///     .trigger(Trigger::Level)
+///     .idle_timeout(Some(Duration::from_secs(30)))
+///     .high_water(256 * 1024);
+/// # let _ = config;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) trigger: Option<Trigger>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) high_water: usize,
+    pub(crate) low_water: usize,
+    pub(crate) accept_batch: usize,
+    pub(crate) read_chunk: usize,
+    pub(crate) read_budget: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) backlog: i32,
+    pub(crate) nodelay: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            trigger: None,
+            idle_timeout: Some(Duration::from_secs(60)),
+            high_water: 1024 * 1024,
+            low_water: 256 * 1024,
+            accept_batch: 256,
+            read_chunk: 64 * 1024,
+            read_budget: 256 * 1024,
+            max_connections: usize::MAX,
+            shutdown_grace: Duration::from_secs(5),
+            backlog: 1024,
+            nodelay: true,
+        }
+    }
+}
+
+impl Config {
+    /// `Trigger::Level` or `Trigger::Edge`. Default: edge where the backend
+    /// supports it (epoll), level otherwise. Asking a backend for a trigger it
+    /// cannot deliver fails in [`Reactor::new`](crate::Reactor::new).
+    pub fn trigger(mut self, trigger: Trigger) -> Config {
+        self.trigger = Some(trigger);
+        self
+    }
+
+    /// Close connections with no traffic in either direction for this long
+    /// (`None`: never). Default: 60 s.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Config {
+        self.idle_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Stop reading from a connection whose output queue holds this many
+    /// bytes. Default: 1 MiB. The low-water mark is lowered to a quarter of
+    /// it if it was higher.
+    pub fn high_water(mut self, bytes: usize) -> Config {
+        self.high_water = bytes.max(1);
+        self.low_water = self.low_water.min(self.high_water / 4);
+        self
+    }
+
+    /// Resume reading once the output queue is down to this many bytes.
+    /// Default: 256 KiB (never above the high-water mark).
+    pub fn low_water(mut self, bytes: usize) -> Config {
+        self.low_water = bytes.min(self.high_water);
+        self
+    }
+
+    /// Accepts per listener per loop turn, so a connection storm cannot
+    /// starve established connections. Default: 256.
+    pub fn accept_batch(mut self, n: usize) -> Config {
+        self.accept_batch = n.max(1);
+        self
+    }
+
+    /// Bytes asked of the kernel per read (the size of the shared read
+    /// buffer). Default: 64 KiB.
+    pub fn read_chunk(mut self, bytes: usize) -> Config {
+        self.read_chunk = bytes.max(64);
+        self
+    }
+
+    /// Bytes read from one connection per loop turn before the others get
+    /// their turn. Default: 256 KiB.
+    pub fn read_budget(mut self, bytes: usize) -> Config {
+        self.read_budget = bytes.max(1);
+        self
+    }
+
+    /// Refuse connections past this many, closing them with
+    /// [`CloseReason::OverCapacity`](crate::CloseReason::OverCapacity).
+    /// Default: unlimited (but the backend's fd capacity always applies).
+    pub fn max_connections(mut self, n: usize) -> Config {
+        self.max_connections = n;
+        self
+    }
+
+    /// How long a stop waits for queued output to flush. Default: 5 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Config {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// The listen backlog. Default: 1024 (the kernel caps it at somaxconn).
+    pub fn backlog(mut self, backlog: i32) -> Config {
+        self.backlog = backlog.max(1);
+        self
+    }
+
+    /// Set `TCP_NODELAY` on accepted sockets. Default: true (replies leave
+    /// at once; the reactor already batches replies into few writes).
+    pub fn nodelay(mut self, on: bool) -> Config {
+        self.nodelay = on;
+        self
+    }
+}

@@ -1,0 +1,362 @@
+//! Per-connection I/O: read until drained, dispatch frames, flush, switch
+//! interest, and apply the close and backpressure rules.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+
+use super::Reactor;
+use crate::buffer::Buffer;
+use crate::codec::{Codec, DecodeError};
+use crate::conn::{CloseReason, Conn, Connection, Flags};
+use crate::handler::{Control, Handler, Shared};
+use crate::{sys, Event, Interest, Poller, Token, Trigger};
+
+/// Replies batched in the shared buffer past this size are written before
+/// more frames are dispatched.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// The limits dispatch works within.
+#[derive(Copy, Clone)]
+struct Limits {
+    high_water: usize,
+}
+
+impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
+    pub(super) fn conn_event<H: Handler>(&mut self, key: usize, event: Event, handler: &mut H) {
+        if event.is_error() {
+            let reason = error_reason(&self.conns[key].stream);
+            self.close(key, reason, handler);
+            return;
+        }
+        if event.is_readable() || event.is_read_closed() {
+            self.read_ready(key, handler);
+        }
+        if event.is_hup() {
+            // Both directions are down: nothing queued can be delivered.
+            let flags = &mut self.conns[key].flags;
+            flags.close = flags.close.or(Some(CloseReason::PeerClosed));
+        }
+        self.finish(key, handler);
+    }
+
+    /// Calls `on_open`, then flushes what it sent.
+    pub(super) fn open<H: Handler>(&mut self, key: usize, handler: &mut H) {
+        let conn = &mut self.conns[key];
+        let mut handle = Conn {
+            id: conn.id,
+            stream: &conn.stream,
+            out: &mut self.out,
+            codec: &mut conn.codec,
+            flags: &mut conn.flags,
+            ctl: Control {
+                shared: &mut self.shared,
+            },
+        };
+        handler.on_open(&mut handle);
+        self.finish(key, handler);
+    }
+
+    /// Reads until `WouldBlock`, a short read, EOF, the per-turn budget, or
+    /// backpressure, dispatching frames as they complete.
+    pub(super) fn read_ready<H: Handler>(&mut self, key: usize, handler: &mut H) {
+        let limits = Limits {
+            high_water: self.config.high_water,
+        };
+        let chunk = self.config.read_chunk;
+        let mut budget = self.config.read_budget;
+        let conn = &mut self.conns[key];
+        if !wants_read(&conn.flags) || self.stopping.is_some() {
+            return;
+        }
+        loop {
+            let from_scratch = conn.input.is_empty();
+            let got = if from_scratch {
+                sys::recv(conn.stream.as_fd(), as_uninit(&mut self.scratch))
+            } else {
+                let fd = conn.stream.as_fd();
+                conn.input.fill_with(chunk, |spare| sys::recv(fd, spare))
+            };
+            let n = match got {
+                Ok(0) => {
+                    conn.flags.eof = true;
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    conn.flags.close = Some(io_reason(&e));
+                    return;
+                }
+            };
+            self.shared.stats.bytes_in += n as u64;
+            conn.last_active = self.shared.now();
+            let data = if from_scratch {
+                Some(&self.scratch[..n])
+            } else {
+                None
+            };
+            dispatch(conn, data, &mut self.out, &mut self.shared, handler, limits);
+            if !wants_read(&conn.flags) {
+                return;
+            }
+            if n < if from_scratch {
+                self.scratch.len()
+            } else {
+                chunk
+            } {
+                return; // short read: the queue was empty
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                if self.trigger == Trigger::Edge && !conn.flags.ready {
+                    conn.flags.ready = true;
+                    self.ready.push(super::key_of(conn.id));
+                }
+                return;
+            }
+        }
+    }
+
+    /// Settles a connection after anything happened to it: closes it if
+    /// asked, flushes, resumes reading below the low-water mark, closes
+    /// after EOF or a graceful shutdown once output drained, and switches
+    /// poller interest to what is wanted now.
+    pub(super) fn finish<H: Handler>(&mut self, key: usize, handler: &mut H) {
+        let limits = Limits {
+            high_water: self.config.high_water,
+        };
+        let low_water = self.config.low_water;
+        let stopping = self.stopping.is_some();
+        let conn = &mut self.conns[key];
+        let before = conn.buffered();
+        loop {
+            if conn.flags.close.is_none() {
+                if let Err(e) = flush(conn, &mut self.out, &mut self.shared) {
+                    conn.flags.close = Some(io_reason(&e));
+                }
+            }
+            if conn.flags.close.is_some() || !conn.flags.paused || conn.output.len() > low_water {
+                break;
+            }
+            // Drained below the low-water mark: dispatch what was held
+            // back, then read again (under edge, without waiting for an
+            // edge that already passed).
+            conn.flags.paused = false;
+            dispatch(conn, None, &mut self.out, &mut self.shared, handler, limits);
+            if self.trigger == Trigger::Edge && !conn.flags.ready && wants_read(&conn.flags) {
+                conn.flags.ready = true;
+                self.ready.push(super::key_of(conn.id));
+            }
+        }
+        let after = conn.buffered_after_release();
+        self.shared.stats.account(before, after);
+        if let Some(reason) = settled_close(&conn.flags, conn.output.is_empty(), stopping) {
+            self.close(key, reason, handler);
+            return;
+        }
+        let want = wanted_interest(conn, stopping);
+        if want != conn.interest {
+            let token = Token(conn.id.0);
+            match self.poller.modify(&conn.stream, token, want, self.trigger) {
+                Ok(()) => conn.interest = want,
+                Err(e) => {
+                    let reason = io_reason(&e);
+                    log::warn!("{}: modify interest: {e}", conn.id);
+                    self.close(key, reason, handler);
+                }
+            }
+        }
+    }
+}
+
+impl<C> Connection<C> {
+    /// Gives idle buffers back, then reports what is still held.
+    fn buffered_after_release(&mut self) -> usize {
+        self.input.release();
+        self.output.release();
+        self.buffered()
+    }
+}
+
+fn wants_read(flags: &Flags) -> bool {
+    !flags.paused && !flags.eof && !flags.drain_then_close && flags.close.is_none()
+}
+
+/// The close a settled connection is due, if any.
+fn settled_close(flags: &Flags, drained: bool, stopping: bool) -> Option<CloseReason> {
+    if let Some(reason) = flags.close {
+        return Some(reason);
+    }
+    if !drained {
+        return None;
+    }
+    if flags.drain_then_close {
+        Some(CloseReason::ClosedByHandler)
+    } else if flags.eof && !flags.paused {
+        Some(CloseReason::PeerClosed)
+    } else if stopping {
+        Some(CloseReason::ServerShutdown)
+    } else {
+        None
+    }
+}
+
+fn wanted_interest<C>(conn: &Connection<C>, stopping: bool) -> Interest {
+    let mut want = Interest::empty();
+    if wants_read(&conn.flags) && !stopping {
+        want |= Interest::READABLE;
+    }
+    if !conn.output.is_empty() {
+        want |= Interest::WRITABLE;
+    }
+    want
+}
+
+/// Cuts frames out of the new bytes (`fresh`, still in the shared read
+/// buffer) or, when `fresh` is `None`, out of the connection's input
+/// buffer, and hands each to the handler. Stops early on backpressure or a
+/// close; bytes not consumed from `fresh` are kept in the input buffer.
+fn dispatch<C: Codec, H: Handler>(
+    conn: &mut Connection<C>,
+    fresh: Option<&[u8]>,
+    out: &mut Vec<u8>,
+    shared: &mut Shared,
+    handler: &mut H,
+    limits: Limits,
+) {
+    let Connection {
+        stream,
+        id,
+        input,
+        output,
+        codec,
+        flags,
+        ..
+    } = conn;
+    let data = fresh.unwrap_or(input.data());
+    let mut pos = 0;
+    while !flags.paused && flags.close.is_none() && !flags.drain_then_close {
+        let decoded = match codec.decode(&data[pos..]) {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => break,
+            Err(e) => {
+                log::debug!("{id}: decode: {e}");
+                flags.close = Some(match e {
+                    DecodeError::FrameTooLarge { .. } => CloseReason::FrameTooLarge,
+                    _ => CloseReason::Malformed,
+                });
+                break;
+            }
+        };
+        shared.stats.frames_in += 1;
+        let frame = &data[pos..][decoded.frame];
+        pos += decoded.consumed;
+        let mut conn = Conn {
+            id: *id,
+            stream,
+            out: &mut *out,
+            codec: &mut *codec,
+            flags: &mut *flags,
+            ctl: Control {
+                shared: &mut *shared,
+            },
+        };
+        handler.on_frame(&mut conn, frame);
+        if !output.is_empty() {
+            // Older bytes are queued: keep the order by queueing behind them.
+            output.extend(out);
+            out.clear();
+        }
+        if out.len() + output.len() >= FLUSH_AT.min(limits.high_water) {
+            if let Err(e) = flush_parts(stream, out, output, shared) {
+                flags.close = Some(io_reason(&e));
+            } else if output.len() >= limits.high_water {
+                flags.paused = true;
+            }
+        }
+    }
+    match fresh {
+        Some(fresh) if flags.close.is_none() => input.extend(&fresh[pos..]),
+        Some(_) => {}
+        None => input.consume(pos),
+    }
+}
+
+/// Writes the batched replies, then the queue, until done or `WouldBlock`.
+fn flush<C>(conn: &mut Connection<C>, out: &mut Vec<u8>, shared: &mut Shared) -> io::Result<()> {
+    let wrote = flush_parts(&conn.stream, out, &mut conn.output, shared)?;
+    if wrote > 0 {
+        conn.last_active = shared.now();
+    }
+    Ok(())
+}
+
+fn flush_parts(
+    stream: &TcpStream,
+    out: &mut Vec<u8>,
+    output: &mut Buffer,
+    shared: &mut Shared,
+) -> io::Result<usize> {
+    let mut wrote = 0;
+    if !out.is_empty() {
+        if output.is_empty() {
+            let n = write_some(stream, out)?;
+            wrote += n;
+            output.extend(&out[n..]);
+        } else {
+            output.extend(out);
+        }
+        out.clear();
+    }
+    while !output.is_empty() {
+        let n = write_some(stream, output.data())?;
+        if n == 0 {
+            break;
+        }
+        output.consume(n);
+        wrote += n;
+    }
+    shared.stats.bytes_out += wrote as u64;
+    Ok(wrote)
+}
+
+/// Writes as much of `buf` as the kernel takes; `WouldBlock` is 0.
+fn write_some(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match sys::send(stream.as_fd(), &buf[done..]) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the same layout as `u8`, and the only
+    // writer through this view is the kernel's `recv`, which stores
+    // initialised bytes, so `buf` stays initialised.
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+fn io_reason(e: &io::Error) -> CloseReason {
+    if sys::is_reset(e) {
+        CloseReason::Reset
+    } else {
+        CloseReason::Io(e.kind())
+    }
+}
+
+/// The reason for an error event: the socket's pending error, if any.
+fn error_reason(stream: &TcpStream) -> CloseReason {
+    match sys::take_error(stream.as_fd()) {
+        Ok(Some(e)) => io_reason(&e),
+        Ok(None) => CloseReason::Reset,
+        Err(e) => io_reason(&e),
+    }
+}

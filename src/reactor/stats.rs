@@ -1,0 +1,89 @@
+//! `Stats`: the reactor's counters.
+
+use std::fmt;
+
+use crate::conn::CloseReason;
+
+/// Counters since the reactor was created.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted (including those then refused as over capacity).
+    pub accepted: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Bytes read from connections.
+    pub bytes_in: u64,
+    /// Bytes written to connections.
+    pub bytes_out: u64,
+    /// Frames decoded and handed to the handler.
+    pub frames_in: u64,
+    /// Frames the handler sent.
+    pub frames_out: u64,
+    /// Times accept failed for lack of fds (EMFILE/ENFILE).
+    pub fd_exhaustion: u64,
+    /// Heap bytes held by connection buffers now.
+    pub buffered: u64,
+    /// The most `buffered` has been.
+    pub peak_buffered: u64,
+    pub(crate) closed: [u64; CloseReason::COUNT],
+}
+
+impl Stats {
+    /// Connections closed for `reason` (every `Io` kind counts together).
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.closed[reason.index()]
+    }
+
+    /// Connections closed for any reason.
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().sum()
+    }
+
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
+        self.closed[reason.index()] += 1;
+        self.open = self.open.saturating_sub(1);
+    }
+
+    /// A connection refused at accept: counted as closed, never open.
+    pub(crate) fn count_refused(&mut self, reason: CloseReason) {
+        self.closed[reason.index()] += 1;
+    }
+
+    pub(crate) fn account(&mut self, before: usize, after: usize) {
+        self.buffered = (self.buffered + after as u64).saturating_sub(before as u64);
+        self.peak_buffered = self.peak_buffered.max(self.buffered);
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} open={} bytes_in={} bytes_out={} frames_in={} frames_out={}",
+            self.accepted,
+            self.open,
+            self.bytes_in,
+            self.bytes_out,
+            self.frames_in,
+            self.frames_out
+        )?;
+        const ALL: [CloseReason; CloseReason::COUNT] = [
+            CloseReason::PeerClosed,
+            CloseReason::Reset,
+            CloseReason::IdleTimeout,
+            CloseReason::FrameTooLarge,
+            CloseReason::Malformed,
+            CloseReason::ClosedByHandler,
+            CloseReason::ServerShutdown,
+            CloseReason::OverCapacity,
+            CloseReason::Io(std::io::ErrorKind::Other),
+        ];
+        for reason in ALL {
+            let n = self.closed(reason);
+            if n > 0 {
+                write!(f, " closed[{}]={n}", reason.name())?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! The socket calls the reactor makes, each libc call wrapped once.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use evmux_core::cvt;
+
+/// Accepts one connection, non-blocking and close-on-exec from the start.
+pub(crate) fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
+    let fd = accept_raw(listener.as_raw_fd())?;
+    // SAFETY: `fd` was just returned by accept and is owned by no one else.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+fn accept_raw(listener: libc::c_int) -> io::Result<libc::c_int> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: null address pointers are allowed and mean "don't report".
+    cvt(unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), flags) })
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+fn accept_raw(listener: libc::c_int) -> io::Result<libc::c_int> {
+    // No accept4 here: set the flags right after (a fork in between could
+    // leak the fd into a child; this platform leaves no better way).
+    // SAFETY: null address pointers are allowed and mean "don't report".
+    let fd = cvt(unsafe { libc::accept(listener, std::ptr::null_mut(), std::ptr::null_mut()) })?;
+    // SAFETY: `fd` was just returned by accept and is owned by no one else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    evmux_core::set_nonblocking(std::os::fd::AsFd::as_fd(&owned))?;
+    // SAFETY: `fd` is open; FD_CLOEXEC is a valid flag.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(owned))
+}
+
+/// Sets the listen backlog (`listen` on a listening socket updates it).
+pub(crate) fn set_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
+    // SAFETY: the fd is a bound listening socket owned by `listener`.
+    cvt(unsafe { libc::listen(listener.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
+/// Reads into uninitialised spare room; returns how many bytes arrived.
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
+    // call; the kernel writes at most that many and returns how many.
+    let n = cvt(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) })?;
+    Ok(n as usize)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// Writes without raising SIGPIPE when the peer has gone.
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call.
+    let n = cvt(unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), SEND_FLAGS) })?;
+    Ok(n as usize)
+}
+
+/// Takes the socket's pending error (`SO_ERROR`), if any.
+pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are valid for writes and `len` holds the size
+    // of `err`, as getsockopt requires for SO_ERROR.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+}
+
+/// Opens the spare fd kept for accept-and-close when fds run out.
+pub(crate) fn open_reserve() -> io::Result<OwnedFd> {
+    let path = b"/dev/null\0";
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    let fd = cvt(unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by open and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// True for the errors that mean "the process or system is out of fds".
+pub(crate) fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// True for the errors that mean "the peer reset or is gone".
+pub(crate) fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}

@@ -1,0 +1,114 @@
+//! Deadlines: a min-heap of timers, so each loop turn costs O(expired ·
+//! log n), never a scan of every connection.
+//!
+//! Entries are never removed from the middle: a cancelled timer or a
+//! connection that has been active since its idle entry was pushed is
+//! recognised when its entry pops (its generation no longer matches, or its
+//! real deadline is later) and is dropped or pushed again. Activity therefore
+//! costs one timestamp store, not a heap operation per read.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// Names a timer set through [`Control`](crate::Control); pass it to
+/// [`Control::cancel_timer`](crate::Control::cancel_timer).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimerId(pub(crate) u64);
+
+/// What a heap entry stands for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Due {
+    /// A connection's idle check: slab key and generation.
+    Idle { key: usize, gen: u32 },
+    /// A handler's timer.
+    User(TimerId),
+    /// A listener paused after fd exhaustion, to be watched again.
+    Listener(usize),
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    at: Instant,
+    seq: u64,
+    due: Due,
+}
+
+/// A min-heap of deadlines.
+#[derive(Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+}
+
+impl Timers {
+    /// Schedules `due` at `at`.
+    pub(crate) fn push(&mut self, at: Instant, due: Due) {
+        self.seq += 1;
+        self.heap.push(Reverse(Entry {
+            at,
+            seq: self.seq,
+            due,
+        }));
+    }
+
+    /// The earliest deadline, if any.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(e)| e.at)
+    }
+
+    /// Pops one entry whose deadline is at or before `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Due)> {
+        if self.next()? > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse(e)| (e.at, e.due))
+    }
+
+    /// How many entries are pending (live or stale).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// The wait timeout until the earliest deadline: `None` if there is
+    /// none, zero if it has passed.
+    pub(crate) fn timeout(&self, now: Instant) -> Option<Duration> {
+        self.next().map(|at| at.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_deadline_order_and_only_when_due() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.push(now + Duration::from_millis(30), Due::User(TimerId(3)));
+        t.push(now + Duration::from_millis(10), Due::User(TimerId(1)));
+        t.push(now + Duration::from_millis(20), Due::Listener(0));
+        assert_eq!(t.timeout(now), Some(Duration::from_millis(10)));
+        assert!(t.pop_due(now).is_none());
+        let later = now + Duration::from_millis(25);
+        assert_eq!(t.pop_due(later).unwrap().1, Due::User(TimerId(1)));
+        assert_eq!(t.pop_due(later).unwrap().1, Due::Listener(0));
+        assert!(t.pop_due(later).is_none());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn equal_deadlines_pop_in_insertion_order() {
+        let mut t = Timers::default();
+        let at = Instant::now();
+        for i in 0..5 {
+            t.push(at, Due::User(TimerId(10 - i)));
+        }
+        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(at))
+            .map(|(_, d)| d)
+            .collect();
+        let want: Vec<_> = (0..5).map(|i| Due::User(TimerId(10 - i))).collect();
+        assert_eq!(order, want);
+    }
+}
