@@ -42,7 +42,8 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 ///
 /// # Threads
 ///
-/// A poller is used from one thread. Its [`Waker`] is `Send + Sync` and may
+/// A poller is used from one thread at a time (it is `Send`, so it can move
+/// to the thread that runs the loop). Its [`Waker`] is `Send + Sync` and may
 /// be used from any thread.
 ///
 /// # Examples
@@ -72,7 +73,7 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 /// }
 /// # let _ = echo_once::<evmux_core::doc_support::NoPoller>;
 /// ```
-pub trait Poller: Sized {
+pub trait Poller: Sized + Send {
     /// The backend's name: `"select"`, `"poll"` or `"epoll"`.
     const NAME: &'static str;
 
