@@ -73,7 +73,7 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 /// }
 /// # let _ = echo_once::<evmux_core::doc_support::NoPoller>;
 /// ```
-pub trait Poller: Sized + Send {
+pub trait Poller: Sized + Send + 'static {
     /// The backend's name: `"select"`, `"poll"` or `"epoll"`.
     const NAME: &'static str;
 
