@@ -120,6 +120,8 @@ pub(crate) struct Connection<C> {
     /// The interest currently registered with the poller.
     pub interest: Interest,
     pub flags: Flags,
+    /// Buffer bytes currently counted in `Stats::buffered` for it.
+    pub held: usize,
 }
 
 impl<C> Connection<C> {

@@ -171,6 +171,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             last_active: self.shared.now(),
             interest: Interest::READABLE,
             flags: Flags::default(),
+            held: 0,
         });
         self.shared.stats.open += 1;
         if let Some(idle) = self.config.idle_timeout {

@@ -31,7 +31,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             return;
         }
         if event.is_readable() || event.is_read_closed() {
-            self.read_ready(key, handler);
+            self.read_ready(key, event.is_read_closed(), handler);
         }
         if event.is_hup() {
             // Both directions are down: nothing queued can be delivered.
@@ -60,7 +60,17 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
 
     /// Reads until `WouldBlock`, a short read, EOF, the per-turn budget, or
     /// backpressure, dispatching frames as they complete.
-    pub(super) fn read_ready<H: Handler>(&mut self, key: usize, handler: &mut H) {
+    ///
+    /// A short read means the queue was empty a moment ago, and any later
+    /// arrival raises a new event in both trigger modes; but an EOF that
+    /// came *with* the data raises none under edge, so when the event said
+    /// the peer closed (`read_closed`), read on to the EOF.
+    pub(super) fn read_ready<H: Handler>(
+        &mut self,
+        key: usize,
+        read_closed: bool,
+        handler: &mut H,
+    ) {
         let limits = Limits {
             high_water: self.config.high_water,
         };
@@ -102,11 +112,12 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             if !wants_read(&conn.flags) {
                 return;
             }
-            if n < if from_scratch {
+            let asked = if from_scratch {
                 self.scratch.len()
             } else {
                 chunk
-            } {
+            };
+            if n < asked && !read_closed {
                 return; // short read: the queue was empty
             }
             budget = budget.saturating_sub(n);
@@ -131,7 +142,6 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         let low_water = self.config.low_water;
         let stopping = self.stopping.is_some();
         let conn = &mut self.conns[key];
-        let before = conn.buffered();
         loop {
             if conn.flags.close.is_none() {
                 if let Err(e) = flush(conn, &mut self.out, &mut self.shared) {
@@ -152,7 +162,8 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             }
         }
         let after = conn.buffered_after_release();
-        self.shared.stats.account(before, after);
+        self.shared.stats.account(conn.held, after);
+        conn.held = after;
         if let Some(reason) = settled_close(&conn.flags, conn.output.is_empty(), stopping) {
             self.close(key, reason, handler);
             return;

@@ -301,7 +301,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         for &(key, gen) in &ready {
             if self.is_live(key, gen) {
                 self.conns[key].flags.ready = false;
-                self.read_ready(key, handler);
+                self.read_ready(key, false, handler);
                 self.finish(key, handler);
             }
         }
@@ -398,7 +398,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         if let Err(e) = self.poller.deregister(&conn.stream) {
             log::warn!("{}: deregister: {e}", conn.id);
         }
-        let held = conn.buffered();
+        let held = conn.held;
         let Connection {
             stream,
             id,
