@@ -1,0 +1,261 @@
+//! What the example servers share: their flags, picking the backend at run
+//! time, stopping on SIGINT/SIGTERM, and what they print.
+//!
+//! Included by each example with `#[path = ".../common/mod.rs"] mod common;`
+//! (cargo builds only `examples/*.rs` and `examples/*/main.rs` as examples,
+//! so this directory is not one).
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use evmux::codec::{Codec, DEFAULT_MAX_FRAME};
+use evmux::{Config, DefaultPoller, Handler, Poller, Reactor, Stats, StopHandle, Trigger};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::{Handle, Signals};
+
+/// The flags every example server takes.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// The readiness backend [default: epoll on Linux, else poll, else select]
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+
+    /// Level or edge triggering [default: edge on epoll, level otherwise]
+    #[arg(long, value_enum)]
+    pub trigger: Option<TriggerArg>,
+
+    /// The address to listen on; port 0 picks a free port
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7878")]
+    pub addr: String,
+
+    /// Close a connection after this many seconds without traffic; 0: never
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub idle_timeout: u64,
+
+    /// The longest request in bytes; a longer one closes its connection
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
+}
+
+/// `--backend`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// select(2): at most 1024 fds
+    Select,
+    /// poll(2)
+    Poll,
+    /// epoll(7), Linux only
+    Epoll,
+}
+
+/// `--trigger`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TriggerArg {
+    /// Report readiness while it lasts
+    Level,
+    /// Report each new arrival once (epoll only)
+    Edge,
+}
+
+impl ServerArgs {
+    /// The reactor settings these flags ask for.
+    pub fn config(&self) -> Config {
+        let idle = Duration::from_secs(self.idle_timeout);
+        let config = Config::default().idle_timeout(Some(idle));
+        match self.trigger {
+            None => config,
+            Some(TriggerArg::Level) => config.trigger(Trigger::Level),
+            Some(TriggerArg::Edge) => config.trigger(Trigger::Edge),
+        }
+    }
+}
+
+/// Runs a server with the backend `--backend` names, until SIGINT or
+/// SIGTERM; prints the counters (or the error) to stderr. `name` prefixes
+/// what is printed.
+pub fn run<C: Codec + Clone, H: Handler>(
+    name: &str,
+    args: &ServerArgs,
+    codec: C,
+    handler: &mut H,
+) -> ExitCode {
+    init_logging();
+    let served = match args.backend {
+        None => serve::<DefaultPoller, C, H>(args, codec, handler),
+        Some(Backend::Select) => {
+            #[cfg(feature = "select")]
+            return report(
+                name,
+                serve::<evmux::SelectPoller, C, H>(args, codec, handler),
+            );
+            #[cfg(not(feature = "select"))]
+            Err(not_built("select"))
+        }
+        Some(Backend::Poll) => {
+            #[cfg(feature = "poll")]
+            return report(name, serve::<evmux::PollPoller, C, H>(args, codec, handler));
+            #[cfg(not(feature = "poll"))]
+            Err(not_built("poll"))
+        }
+        Some(Backend::Epoll) => {
+            #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
+            return report(
+                name,
+                serve::<evmux::EpollPoller, C, H>(args, codec, handler),
+            );
+            #[cfg(not(all(feature = "epoll", any(target_os = "linux", target_os = "android"))))]
+            Err(not_built("epoll"))
+        }
+    };
+    report(name, served)
+}
+
+/// Builds a reactor on backend `P`, listens, announces itself on stdout,
+/// and runs until a signal stops it. Returns the final counters.
+///
+/// # Errors
+///
+/// The error of creating the reactor (`Unsupported` for edge triggering
+/// on select or poll), of listening, of printing the announcement, or of
+/// the loop itself.
+pub fn serve<P: Poller, C: Codec + Clone, H: Handler>(
+    args: &ServerArgs,
+    codec: C,
+    handler: &mut H,
+) -> io::Result<Stats> {
+    let mut reactor = Reactor::<P, C>::new(codec, args.config())?;
+    let addr = reactor
+        .listen(args.addr.as_str())
+        .map_err(|e| context(e, &format!("listen on {}", args.addr)))?;
+    let signals = StopOnSignal::install(reactor.stop_handle())?;
+    announce(addr, reactor.backend(), reactor.trigger())?;
+    let ran = reactor.run(handler);
+    signals.uninstall();
+    ran.map_err(|e| context(e, "event loop"))?;
+    Ok(reactor.stats().clone())
+}
+
+/// Prints the one stdout line tests and scripts wait for, and flushes it.
+fn announce(addr: SocketAddr, backend: &str, trigger: Trigger) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "listening on {addr} backend={backend} trigger={}",
+        trigger_name(trigger)
+    )?;
+    out.flush()
+}
+
+/// `level` or `edge` (lowercase, as the flag spells it).
+pub fn trigger_name(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Level => "level",
+        Trigger::Edge => "edge",
+        Trigger::Oneshot => "oneshot",
+        _ => "unknown",
+    }
+}
+
+fn report(name: &str, served: io::Result<Stats>) -> ExitCode {
+    match served {
+        Ok(stats) => {
+            eprintln!("{name}: stopped: {stats}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(dead_code)] // used only when a backend feature is off
+fn not_built(backend: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("the {backend} backend is not supported by this build (its cargo feature is off)"),
+    )
+}
+
+fn context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Sends `log` records to stderr; `RUST_LOG` picks the level (default:
+/// warnings and errors).
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("warn");
+    let _ = env_logger::Builder::from_env(env).try_init();
+}
+
+/// A thread that turns SIGINT/SIGTERM into [`StopHandle::stop`]. A second
+/// signal exits at once, for a shutdown that takes too long.
+struct StopOnSignal {
+    handle: Handle,
+    thread: JoinHandle<()>,
+}
+
+impl StopOnSignal {
+    fn install(stop: StopHandle) -> io::Result<StopOnSignal> {
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM]).map_err(|e| context(e, "install signal handlers"))?;
+        let handle = signals.handle();
+        let thread = thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for signal in signals.forever() {
+                    seen += 1;
+                    if seen > 1 {
+                        eprintln!("signal {signal} again: exiting without a clean stop");
+                        std::process::exit(128 + signal);
+                    }
+                    log::info!("signal {signal}: stopping");
+                    if let Err(e) = stop.stop() {
+                        log::error!("stop: {e}");
+                    }
+                }
+            })
+            .map_err(|e| context(e, "spawn the signal thread"))?;
+        Ok(StopOnSignal { handle, thread })
+    }
+
+    fn uninstall(self) {
+        self.handle.close();
+        let _ = self.thread.join();
+    }
+}
+
+/// Turns `\n`, `\r`, `\t` and `\\` into the bytes they stand for; other
+/// bytes stay as they are.
+///
+/// # Errors
+///
+/// A message for a backslash followed by anything else, or an empty result.
+#[allow(dead_code)] // only calc takes a delimiter
+pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut chars = text.bytes();
+    while let Some(b) = chars.next() {
+        if b != b'\\' {
+            bytes.push(b);
+            continue;
+        }
+        bytes.push(match chars.next() {
+            Some(b'n') => b'\n',
+            Some(b'r') => b'\r',
+            Some(b't') => b'\t',
+            Some(b'\\') => b'\\',
+            Some(other) => return Err(format!("unknown escape \\{}", other.escape_ascii())),
+            None => return Err("a lone \\ at the end".into()),
+        });
+    }
+    if bytes.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(bytes)
+}

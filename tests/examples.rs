@@ -1,0 +1,771 @@
+//! The example servers as a user runs them: `examples/calc`, `echo` and
+//! `ping` are built once with cargo, spawned as processes with
+//! `--addr 127.0.0.1:0`, and driven over TCP. Every child is killed by a
+//! guard on every path, and every read is bounded by a timeout.
+//!
+//! Also here: the unit tests of the calculator's language
+//! (`examples/calc/proto.rs`, included below) and the README's code, which
+//! must stay verbatim in this file (`readme_code_is_tested_here`).
+
+#[path = "../examples/calc/proto.rs"]
+mod proto;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How long anything may take before the test calls it a hang.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The enabled backend features, passed on to the examples' build.
+fn features() -> String {
+    let all = [
+        ("select", cfg!(feature = "select")),
+        ("poll", cfg!(feature = "poll")),
+        ("epoll", cfg!(feature = "epoll")),
+    ];
+    let on: Vec<&str> = all.iter().filter(|f| f.1).map(|f| f.0).collect();
+    on.join(",")
+}
+
+/// Builds the three examples once (same profile and features as this
+/// test) and returns where cargo put each binary.
+fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    let built = BUILT.get_or_init(build_examples);
+    let found = built
+        .iter()
+        .find(|p| p.file_stem().is_some_and(|s| s == name));
+    found
+        .unwrap_or_else(|| panic!("cargo built no example {name}: {built:?}"))
+        .clone()
+}
+
+fn build_examples() -> Vec<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.arg("build").arg("--manifest-path").arg(manifest);
+    cargo.args([
+        "--example",
+        "calc",
+        "--example",
+        "echo",
+        "--example",
+        "ping",
+    ]);
+    cargo.args(["--no-default-features", "--features", &features()]);
+    cargo.args(["--message-format", "json"]);
+    if let Some(profile) = profile_of_this_test() {
+        cargo.args(["--profile", &profile]);
+    }
+    let output = cargo.output().expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build of the examples failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout.lines().filter_map(executable).collect()
+}
+
+/// The cargo profile this test was built with, from its path
+/// (`<target>/<profile dir>/deps/examples-<hash>`); `None` for the default.
+fn profile_of_this_test() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.file_name()?.to_str()?;
+    match dir {
+        "debug" => None,
+        other => Some(other.to_owned()),
+    }
+}
+
+/// The `"executable"` of one cargo JSON message, if it names one.
+fn executable(message: &str) -> Option<PathBuf> {
+    if !message.contains(r#""reason":"compiler-artifact""#) {
+        return None;
+    }
+    let key = r#""executable":""#;
+    let start = message.find(key)? + key.len();
+    let len = message[start..].find('"')?;
+    Some(PathBuf::from(&message[start..start + len]))
+}
+
+/// A running example server, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Server {
+    /// Starts `example` on a free port and waits for its announcement,
+    /// which must read exactly `listening on 127.0.0.1:PORT backend=B
+    /// trigger=T`.
+    #[track_caller]
+    fn start(example: &str, args: &[&str], backend: &str, trigger: &str) -> Server {
+        let mut child = Command::new(binary(example))
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {example}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr: Some(thread::spawn(move || read_all(stderr))),
+        };
+        let line = match first_line(stdout) {
+            Some(line) => line,
+            None => panic!(
+                "{example} {args:?} printed no line within {PATIENCE:?}; stderr: {}",
+                server.stop_now()
+            ),
+        };
+        let port = parse_announcement(&line, backend, trigger);
+        server.addr.set_port(port);
+        server
+    }
+
+    /// A client connection with bounded reads and writes.
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect to the example");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        stream
+    }
+
+    /// Sends `signal`, waits for the exit, returns the status and stderr.
+    #[track_caller]
+    fn signal(mut self, signal: libc::c_int) -> (ExitStatus, String) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) takes any pid and signal number; `pid` is our own
+        // child, not yet reaped (we still hold its `Child`), so the number
+        // cannot belong to another process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
+        let status = wait_within(&mut self.child, Duration::from_secs(10));
+        (status, self.take_stderr())
+    }
+
+    /// Kills the child now and returns what it printed on stderr.
+    fn stop_now(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.take_stderr()
+    }
+
+    fn take_stderr(&mut self) -> String {
+        let reader = self.stderr.take().expect("stderr not taken yet");
+        reader.join().unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_all(mut from: impl Read) -> String {
+    let mut text = String::new();
+    let _ = from.read_to_string(&mut text);
+    text
+}
+
+/// The first stdout line, or `None` if none comes in time. The reading
+/// thread goes on draining stdout until the child exits.
+fn first_line(stdout: ChildStdout) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    rx.recv_timeout(PATIENCE).ok()
+}
+
+/// Checks the announcement's exact format and returns its port.
+#[track_caller]
+fn parse_announcement(line: &str, backend: &str, trigger: &str) -> u16 {
+    let port = line
+        .strip_prefix("listening on 127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|port| port.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("not an announcement: {line:?}"));
+    assert_ne!(port, 0, "{line:?}");
+    let want = format!("listening on 127.0.0.1:{port} backend={backend} trigger={trigger}");
+    assert_eq!(line, want);
+    port
+}
+
+#[track_caller]
+fn wait_within(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the example did not exit within {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads exactly `want.len()` bytes and compares them with `want`.
+#[track_caller]
+fn expect_reply(stream: &mut TcpStream, want: &[u8]) {
+    let mut got = vec![0; want.len()];
+    let mut filled = 0;
+    while filled < got.len() {
+        match stream.read(&mut got[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                got.truncate(filled);
+                panic!(
+                    "read: {e} after {:?}, wanted {:?}",
+                    got.escape_ascii().to_string(),
+                    want.escape_ascii().to_string()
+                );
+            }
+        }
+    }
+    got.truncate(filled);
+    assert_eq!(
+        got.escape_ascii().to_string(),
+        want.escape_ascii().to_string()
+    );
+}
+
+/// Nothing more arrives within `quiet`: the server sent no reply.
+#[track_caller]
+fn expect_silence(stream: &mut TcpStream, quiet: Duration) {
+    stream.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = [0; 64];
+    match stream.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("expected no reply, got {other:?} {:?}", buf.escape_ascii()),
+    }
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+}
+
+/// The server closes the connection (EOF or reset) without replying.
+#[track_caller]
+fn expect_closed(stream: &mut TcpStream) {
+    let mut buf = [0; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the server to close, got {other:?}"),
+    }
+}
+
+// ---- calc ----
+
+/// `100+98X14+23X` gives `198X37X`, the issue's example, sent as one write
+/// and then split across writes.
+fn calc_round_trip(backend: &str, trigger: &str) {
+    let server = Server::start(
+        "calc",
+        &["--backend", backend, "--trigger", trigger],
+        backend,
+        trigger,
+    );
+    let mut client = server.connect();
+    client.write_all(b"100+98X14+23X").unwrap();
+    expect_reply(&mut client, b"198X37X");
+    for part in [&b"10"[..], b"0+", b"98", b"X1", b"4+23X"] {
+        client.write_all(part).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    expect_reply(&mut client, b"198X37X");
+}
+
+#[cfg(feature = "select")]
+#[test]
+fn calc_on_select_level() {
+    calc_round_trip("select", "level");
+}
+
+#[cfg(feature = "poll")]
+#[test]
+fn calc_on_poll_level() {
+    calc_round_trip("poll", "level");
+}
+
+#[cfg(all(feature = "epoll", target_os = "linux"))]
+#[test]
+fn calc_on_epoll_level() {
+    calc_round_trip("epoll", "level");
+}
+
+#[cfg(all(feature = "epoll", target_os = "linux"))]
+#[test]
+fn calc_on_epoll_edge() {
+    calc_round_trip("epoll", "edge");
+}
+
+/// `DefaultPoller`'s backend and its default trigger, as announced.
+fn default_backend() -> (&'static str, &'static str) {
+    if cfg!(all(feature = "epoll", target_os = "linux")) {
+        ("epoll", "edge")
+    } else if cfg!(feature = "poll") {
+        ("poll", "level")
+    } else {
+        ("select", "level")
+    }
+}
+
+/// Without flags: `DefaultPoller`'s backend and its default trigger.
+#[test]
+fn calc_defaults_to_the_default_poller() {
+    let (backend, trigger) = default_backend();
+    let server = Server::start("calc", &[], backend, trigger);
+    let mut client = server.connect();
+    client.write_all(b"6*7X").unwrap();
+    expect_reply(&mut client, b"42X");
+}
+
+/// What the README's `printf '100+98X14+23X' | nc -N 127.0.0.1 7878`
+/// does: write, half-close, read to the end.
+#[test]
+fn calc_answers_then_closes_after_the_client_half_closes() {
+    let (backend, trigger) = default_backend();
+    let server = Server::start("calc", &[], backend, trigger);
+    let mut client = server.connect();
+    client.write_all(b"100+98X14+23X").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut replies = Vec::new();
+    client
+        .read_to_end(&mut replies)
+        .expect("read until the server closes");
+    assert_eq!(replies.escape_ascii().to_string(), "198X37X");
+}
+
+#[test]
+fn calc_replies_with_errors_and_keeps_the_connection() {
+    let server = Server::start("calc", &["--backend", "poll"], "poll", "level");
+    let mut client = server.connect();
+    let cases: [(&[u8], &[u8]); 10] = [
+        (b"1/0X", b"ERR division by zeroX"),
+        (b"7%0X", b"ERR division by zeroX"),
+        (b"9223372036854775807+1X", b"ERR overflowX"),
+        (b"-9223372036854775808/-1X", b"ERR overflowX"),
+        (b"9223372036854775808+0X", b"ERR overflowX"),
+        (b"abcX", b"ERR malformed requestX"),
+        (b"1+2+3X", b"ERR malformed requestX"),
+        (b"\xff\xfe+1X", b"ERR malformed requestX"),
+        (b" -7 / 2 X", b"-3X"),
+        (b"5 - -3X", b"8X"),
+    ];
+    for (request, reply) in cases {
+        client.write_all(request).unwrap();
+        expect_reply(&mut client, reply);
+    }
+    // All at once, pipelined, with a blank request (no reply) among them.
+    client.write_all(b"1+X \r\n X-7%2X").unwrap();
+    expect_reply(&mut client, b"ERR malformed requestX-1X");
+}
+
+#[test]
+fn calc_blank_requests_get_no_reply() {
+    let server = Server::start("calc", &["--backend", "poll"], "poll", "level");
+    let mut client = server.connect();
+    client.write_all(b"X  X\r\nX").unwrap();
+    expect_silence(&mut client, Duration::from_millis(300));
+    client.write_all(b"1+1X").unwrap();
+    expect_reply(&mut client, b"2X");
+}
+
+#[test]
+fn calc_takes_newline_escapes_as_the_delimiter() {
+    let server = Server::start(
+        "calc",
+        &["--backend", "poll", "--delimiter", r"\n"],
+        "poll",
+        "level",
+    );
+    let mut client = server.connect();
+    // A `\r` before the `\n` is white space around the request.
+    client.write_all(b"100+98\n14+23\r\n\r\nX\n").unwrap();
+    expect_reply(&mut client, b"198\n37\nERR malformed request\n");
+
+    let server = Server::start(
+        "calc",
+        &["--backend", "poll", "--delimiter", r"\r\n"],
+        "poll",
+        "level",
+    );
+    let mut client = server.connect();
+    client.write_all(b"2*21\r\n1\n+\n1\r\n").unwrap();
+    expect_reply(&mut client, b"42\r\n2\r\n");
+}
+
+#[test]
+fn calc_closes_a_connection_whose_request_is_too_long() {
+    let server = Server::start(
+        "calc",
+        &["--backend", "poll", "--max-frame", "16"],
+        "poll",
+        "level",
+    );
+    let mut exact = server.connect();
+    exact.write_all(b"1000000000000+23X").unwrap(); // 16 bytes
+    expect_reply(&mut exact, b"1000000000023X");
+
+    let mut long = server.connect();
+    let _ = long.write_all(b"10000000000000+23X"); // 17 bytes
+    expect_closed(&mut long);
+
+    // The other connection stays up.
+    exact.write_all(b"2+2X").unwrap();
+    expect_reply(&mut exact, b"4X");
+    let (status, stderr) = server.signal(libc::SIGTERM);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("closed[frame too large]=1"), "{stderr}");
+}
+
+#[test]
+fn calc_max_frame_defaults_to_65536_bytes() {
+    let server = Server::start("calc", &["--backend", "poll"], "poll", "level");
+    let mut fits = server.connect();
+    let mut request = vec![b'1'; 65536];
+    request.push(b'X');
+    fits.write_all(&request).unwrap();
+    expect_reply(&mut fits, b"ERR malformed requestX");
+
+    let mut long = server.connect();
+    request.insert(0, b'1');
+    let _ = long.write_all(&request);
+    expect_closed(&mut long);
+}
+
+#[test]
+fn calc_idle_timeout_closes_silent_connections() {
+    let server = Server::start(
+        "calc",
+        &["--backend", "poll", "--idle-timeout", "1"],
+        "poll",
+        "level",
+    );
+    let mut client = server.connect();
+    client.write_all(b"1+1X").unwrap();
+    expect_reply(&mut client, b"2X");
+    let start = Instant::now();
+    expect_closed(&mut client);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+}
+
+// ---- echo and ping ----
+
+/// 1 MiB written by one thread comes back, byte for byte, to another.
+fn echo_mebibyte(args: &[&str], backend: &str, trigger: &str) {
+    let server = Server::start("echo", args, backend, trigger);
+    let client = server.connect();
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let mut writer = client.try_clone().unwrap();
+    let writing = thread::spawn(move || writer.write_all(&sent));
+    let mut back = Vec::with_capacity(data.len());
+    let mut reader = client.take(data.len() as u64);
+    reader.read_to_end(&mut back).expect("read the echo");
+    writing.join().unwrap().expect("write 1 MiB");
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "the echo differs from what was sent");
+}
+
+#[test]
+fn echo_round_trips_a_mebibyte() {
+    let (backend, trigger) = default_backend();
+    echo_mebibyte(&[], backend, trigger);
+}
+
+#[cfg(feature = "select")]
+#[test]
+fn echo_round_trips_a_mebibyte_on_select() {
+    echo_mebibyte(&["--backend", "select"], "select", "level");
+}
+
+#[test]
+fn ping_answers_pipelined_inline_pings() {
+    let server = Server::start("ping", &["--backend", "poll"], "poll", "level");
+    let mut client = server.connect();
+    client.write_all(b"PING\r\nPING\r\nPING\r\n").unwrap();
+    expect_reply(&mut client, b"+PONG\r\n+PONG\r\n+PONG\r\n");
+    client
+        .write_all(b"ping\n  PiNg  \r\n\r\nGET key\r\nPINGS\r\nPING\r\n")
+        .unwrap();
+    expect_reply(
+        &mut client,
+        b"+PONG\r\n+PONG\r\n-ERR unknown command\r\n-ERR unknown command\r\n+PONG\r\n",
+    );
+}
+
+// ---- process behaviour ----
+
+#[test]
+fn sigterm_stops_cleanly_and_prints_the_counters() {
+    let server = Server::start("calc", &["--backend", "poll"], "poll", "level");
+    let mut client = server.connect();
+    client.write_all(b"1+2X").unwrap();
+    expect_reply(&mut client, b"3X");
+    let (status, stderr) = server.signal(libc::SIGTERM);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains(
+            "calc: stopped: accepted=1 open=0 bytes_in=4 bytes_out=2 frames_in=1 frames_out=1"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("closed[server shutdown]=1"), "{stderr}");
+    expect_closed(&mut client);
+}
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let server = Server::start("ping", &["--backend", "poll"], "poll", "level");
+    let (status, stderr) = server.signal(libc::SIGINT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("ping: stopped: accepted=0"), "{stderr}");
+}
+
+/// Runs an example that should exit at once; returns status and stderr.
+fn run_to_exit(example: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(binary(example))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {example}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stdout = thread::spawn(move || read_all(stdout));
+    let stderr = thread::spawn(move || read_all(stderr));
+    let mut server = Server {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        stderr: None,
+    };
+    let status = wait_within(&mut server.child, Duration::from_secs(10));
+    (
+        status,
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn edge_on_select_or_poll_exits_with_the_unsupported_error() {
+    for backend in ["select", "poll"] {
+        let args = [
+            "--addr",
+            "127.0.0.1:0",
+            "--backend",
+            backend,
+            "--trigger",
+            "edge",
+        ];
+        let (status, stdout, stderr) = run_to_exit("calc", &args);
+        assert!(!status.success(), "{backend}: {status}");
+        assert!(stderr.contains("not supported"), "{backend}: {stderr}");
+        assert!(stderr.contains(backend), "{backend}: {stderr}");
+        assert_eq!(stdout, "", "{backend}: nothing is announced");
+    }
+}
+
+#[test]
+fn a_taken_address_exits_with_an_error_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, stdout, stderr) = run_to_exit("echo", &["--addr", &addr]);
+    assert!(!status.success(), "{status}");
+    assert!(stderr.contains(&format!("listen on {addr}")), "{stderr}");
+    assert_eq!(stdout, "");
+}
+
+#[test]
+fn bad_flags_exit_non_zero() {
+    let cases: [&[&str]; 4] = [
+        &["--backend", "kqueue"],
+        &["--trigger", "oneshot"],
+        &["--delimiter", ""],
+        &["--delimiter", r"\q"],
+    ];
+    for args in cases {
+        let (status, stdout, stderr) = run_to_exit("calc", args);
+        assert!(!status.success(), "{args:?}: {status}");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+    }
+}
+
+// ---- the README's code ----
+
+/// Lines trimmed, blank lines dropped: indentation may differ.
+fn normalized(code: &str) -> String {
+    let lines = code.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines.collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn readme_code_is_tested_here() {
+    let readme = include_str!("../README.md");
+    let here = normalized(include_str!("examples.rs"));
+    let mut blocks = 0;
+    let mut rest = readme;
+    while let Some(start) = rest.find("```rust\n") {
+        let body = &rest[start + "```rust\n".len()..];
+        let end = body.find("```").expect("a closed code block");
+        let block = normalized(&body[..end]);
+        assert!(
+            here.contains(&block),
+            "this README block is not in tests/examples.rs:\n{block}"
+        );
+        blocks += 1;
+        rest = &body[end + 3..];
+    }
+    assert!(blocks >= 3, "found {blocks} rust blocks in the README");
+}
+
+#[cfg(all(
+    feature = "select",
+    feature = "poll",
+    feature = "epoll",
+    target_os = "linux"
+))]
+mod readme {
+    fn wait_for_a_message() -> std::io::Result<()> {
+        use evmux::{Events, Interest, PollPoller, Poller, Token, Trigger};
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixStream;
+        use std::time::Duration;
+
+        let (mut ours, mut theirs) = UnixStream::pair()?;
+        theirs.set_nonblocking(true)?;
+
+        let mut poller = PollPoller::new()?;
+        poller.register(&theirs, Token(7), Interest::READABLE, Trigger::Level)?;
+        ours.write_all(b"hello")?;
+
+        let mut events = Events::with_capacity(64);
+        poller.wait(&mut events, Some(Duration::from_secs(5)))?;
+        assert_eq!(events.len(), 1);
+        for event in events.iter() {
+            assert!(event.token() == Token(7) && event.is_readable());
+            let mut buf = [0; 16];
+            let n = theirs.read(&mut buf)?;
+            assert_eq!(&buf[..n], b"hello");
+        }
+        poller.deregister(&theirs)
+    }
+
+    #[test]
+    fn poller_example() {
+        wait_for_a_message().unwrap();
+    }
+
+    fn pick_a_backend() -> std::io::Result<()> {
+        use evmux::codec::Raw;
+        use evmux::{Config, DefaultPoller, Poller, Reactor, SelectPoller, Trigger};
+
+        // By type parameter: this reactor runs on select(2).
+        let select = Reactor::<SelectPoller, _>::new(Raw, Config::default())?;
+        assert_eq!(select.backend(), "select");
+        assert_eq!(select.trigger(), Trigger::Level);
+
+        // DefaultPoller: epoll on Linux, else poll, else select, among the
+        // backends the cargo features built.
+        let default = Reactor::<DefaultPoller, _>::new(Raw, Config::default())?;
+        assert_eq!(default.backend(), DefaultPoller::NAME);
+
+        // A trigger the backend cannot deliver is an error, not a downgrade.
+        let edge = Config::default().trigger(Trigger::Edge);
+        let Err(err) = Reactor::<SelectPoller, _>::new(Raw, edge) else {
+            panic!("select accepted edge triggering");
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
+        Ok(())
+    }
+
+    #[test]
+    fn backend_example() {
+        pick_a_backend().unwrap();
+    }
+
+    use std::time::Duration;
+
+    use evmux::codec::Lines;
+    use evmux::{CloseReason, Config, Conn, ConnId, Handler, PollPoller, Reactor};
+
+    /// Upper-cases each line; says goodbye on `bye`; counts closes.
+    struct Shout {
+        closed: Vec<CloseReason>,
+    }
+
+    impl Handler for Shout {
+        fn on_frame(&mut self, conn: &mut Conn<'_>, line: &[u8]) {
+            if line == b"bye" {
+                let _ = conn.send(b"BYE");
+                conn.shutdown(); // flush what is queued, then close
+            } else if conn.send(&line.to_ascii_uppercase()).is_err() {
+                conn.close();
+            }
+        }
+
+        fn on_close(&mut self, _id: ConnId, reason: CloseReason) {
+            self.closed.push(reason);
+        }
+    }
+
+    fn shout_server() -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        use std::net::TcpStream;
+
+        let config = Config::default().idle_timeout(Some(Duration::from_secs(30)));
+        let mut reactor = Reactor::<PollPoller, _>::new(Lines::new(), config)?;
+        let addr = reactor.listen("127.0.0.1:0")?;
+        let stop = reactor.stop_handle(); // Clone + Send: stops run() from anywhere
+        let server = std::thread::spawn(move || {
+            let mut shout = Shout { closed: Vec::new() };
+            reactor.run(&mut shout).map(|()| shout.closed)
+        });
+
+        let mut client = TcpStream::connect(addr)?;
+        client.set_read_timeout(Some(Duration::from_secs(5)))?;
+        client.write_all(b"hello\nbye\n")?;
+        let mut replies = String::new();
+        client.read_to_string(&mut replies)?; // until the server closes
+        assert_eq!(replies, "HELLO\nBYE\n");
+
+        stop.stop()?;
+        let closed = server.join().expect("the server thread")?;
+        assert_eq!(closed, [CloseReason::ClosedByHandler]);
+        Ok(())
+    }
+
+    #[test]
+    fn reactor_example() {
+        shout_server().unwrap();
+    }
+}
