@@ -355,6 +355,26 @@ fn peer_close_tcp<P: Poller>() {
     assert_eq!(server.read(&mut [0u8; 8]).unwrap(), 0);
 }
 
+fn pipe_eof_is_readable<P: Poller>() {
+    let mut poller = new_poller::<P>();
+    let mut events = events();
+    let (r, w) = pipe();
+    poller.register(&r, T1, R, Trigger::Level).unwrap();
+    assert_eq!(write_fd(w.as_fd(), b"x").unwrap(), 1);
+    drop(w);
+    // Data and EOF: readable (and HUP where the backend can tell).
+    let ev = wait_for(&mut poller, &mut events, T1, is_readable, LONG);
+    if has_error_bits::<P>() {
+        assert!(ev.is_hup(), "{ev:?}");
+    }
+    assert_eq!(read_fd(r.as_fd(), &mut [0u8; 8]).unwrap(), 1);
+    // Only EOF left (Linux then reports POLLHUP without POLLIN): a read
+    // would return 0 at once, so the fd must still read as readable.
+    let ev = wait_for(&mut poller, &mut events, T1, |_| true, LONG);
+    assert!(ev.is_readable(), "EOF pending but not readable: {ev:?}");
+    assert_eq!(read_fd(r.as_fd(), &mut [0u8; 8]).unwrap(), 0);
+}
+
 /// RDHUP is asked only with readable interest: a half-closed socket does
 /// not fire for an empty or write-only registration.
 fn half_close_needs_read_interest<P: Poller>() {
@@ -554,6 +574,8 @@ fn huge_timeouts_do_not_overflow<P: Poller>() {
         &waker,
         Some(Duration::from_secs(i32::MAX as u64)),
     );
+    // 2^32 ms: truncated to 32 bits it would be a zero wait.
+    wait_is_woken(&mut poller, &waker, Some(Duration::from_millis(1 << 32)));
 }
 
 fn no_timeout_blocks_until_woken<P: Poller>() {
@@ -785,7 +807,9 @@ fn many_fds_one_active<P: Poller>() {
     } else {
         assert!(registered.len() >= 500, "only {} fds fit", registered.len());
     }
-    for &i in &registered {
+    // Highest fd first: the first registration sets select's max fd, and
+    // later lower ones must not lower it.
+    for &i in registered.iter().rev() {
         poller
             .register(&socks[i], Token(i), R, Trigger::Level)
             .unwrap();
@@ -810,7 +834,9 @@ fn many_fds_one_active<P: Poller>() {
         ]
     );
 
-    for &i in &registered {
+    // In registration order: each removal is of an early entry, so a
+    // swap-remove moves the last one into its place every time.
+    for &i in registered.iter().rev() {
         poller.deregister(&socks[i]).unwrap();
     }
     assert_no_events(&mut poller, &mut events, SHORT);
@@ -885,6 +911,7 @@ macro_rules! conformance {
                 deregister_stops_events,
                 peer_close_unix,
                 peer_close_tcp,
+                pipe_eof_is_readable,
                 half_close_needs_read_interest,
                 reset_seen_with_write_interest,
                 reset_seen_with_empty_interest,

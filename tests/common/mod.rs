@@ -309,6 +309,32 @@ pub fn nonblocking_connect(addr: SocketAddrV4) -> io::Result<OwnedFd> {
     }
 }
 
+/// A non-blocking pipe: `(read end, write end)`.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds pipe writes.
+    evmux::cvt(unsafe { libc::pipe(fds.as_mut_ptr()) }).expect("pipe");
+    // SAFETY: both fds were just returned by pipe and are owned by no one else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    evmux::set_nonblocking(r.as_fd()).expect("set_nonblocking");
+    evmux::set_nonblocking(w.as_fd()).expect("set_nonblocking");
+    (r, w)
+}
+
+/// One `read(2)` from `fd`.
+pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for `buf.len()` bytes during the call.
+    let ret = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    evmux::cvt(ret).map(|n| n as usize)
+}
+
+/// One `write(2)` to `fd`.
+pub fn write_fd(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is readable for `buf.len()` bytes during the call.
+    let ret = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    evmux::cvt(ret).map(|n| n as usize)
+}
+
 /// Reads and clears the socket's pending error (`SO_ERROR`); 0 for none.
 pub fn so_error(fd: BorrowedFd<'_>) -> io::Result<i32> {
     let mut err: libc::c_int = 0;
