@@ -28,9 +28,12 @@
 //! fails with `EBADF` for the whole call; this backend finds the closed fds
 //! (`fcntl(F_GETFD)` fails with `EBADF`), reports one
 //! [`Readiness::ERROR`] event for each stale token, forgets them, and
-//! returns `Ok`. The next `wait` runs normally. Should the fd number be
-//! reused before `wait` runs, select cannot tell, and the new file's
-//! readiness is reported under the old token.
+//! returns `Ok`. The next `wait` runs normally. An fd in neither set (empty
+//! interest, or a disarmed oneshot) is invisible to select, so it is only
+//! found at the next `EBADF`; until then its number stays taken and
+//! `register` of a new fd with that number gives `AlreadyExists`. Should the
+//! number be reused before `wait` runs, select cannot tell, and the new
+//! file's readiness is reported under the old token.
 //!
 //! # Examples
 //!
@@ -100,7 +103,7 @@ struct Entry {
 }
 
 /// An fd number known to be in `0..FD_SETSIZE`, so the FD_* macros may
-/// touch it: the only constructor checks the range.
+/// touch it. Build it only with `Slot::new`, which checks the range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slot(RawFd);
 

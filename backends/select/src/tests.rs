@@ -54,6 +54,26 @@ fn both_ready_gives_one_event() {
 }
 
 #[test]
+fn every_ready_fd_is_reported_in_one_wait() {
+    let pairs: Vec<_> = (0..3).map(|_| pair()).collect();
+    let mut p = SelectPoller::new().unwrap();
+    for (i, (a, _)) in pairs.iter().enumerate() {
+        let both = Interest::READABLE | Interest::WRITABLE;
+        p.register(a, Token(i), both, Trigger::Level).unwrap();
+    }
+    (&pairs[1].1).write_all(b"x").unwrap();
+    let mut got = wait(&mut p, LONG);
+    got.sort_by_key(|e| e.token());
+    let rw = Readiness::READABLE | Readiness::WRITABLE;
+    let want = vec![
+        ev(0, Readiness::WRITABLE),
+        ev(1, rw),
+        ev(2, Readiness::WRITABLE),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
 fn readiness_only_for_interest_asked() {
     let (a, mut b) = pair();
     b.write_all(b"x").unwrap();
@@ -330,6 +350,10 @@ fn timeout_is_honoured() {
     let start = Instant::now();
     assert_eq!(wait(&mut p, Some(Duration::from_millis(30))), vec![]);
     assert!(start.elapsed() >= Duration::from_millis(30));
+    // A sub-millisecond timeout rounds up, never down to a busy zero wait.
+    let start = Instant::now();
+    assert_eq!(wait(&mut p, Some(Duration::from_nanos(1))), vec![]);
+    assert!(start.elapsed() >= Duration::from_millis(1));
     let start = Instant::now();
     assert_eq!(wait(&mut p, Some(Duration::ZERO)), vec![]);
     assert!(start.elapsed() < Duration::from_millis(20));
