@@ -331,6 +331,26 @@ fn default_backend() -> (&'static str, &'static str) {
     }
 }
 
+/// A level-triggered backend this build has: poll, else select, else epoll.
+fn level_backend() -> &'static str {
+    if cfg!(feature = "poll") {
+        "poll"
+    } else if cfg!(feature = "select") {
+        "select"
+    } else {
+        "epoll"
+    }
+}
+
+/// Starts `example` level-triggered on [`level_backend`], plus `args`.
+#[track_caller]
+fn start_level(example: &str, args: &[&str]) -> Server {
+    let backend = level_backend();
+    let mut all = vec!["--backend", backend, "--trigger", "level"];
+    all.extend_from_slice(args);
+    Server::start(example, &all, backend, "level")
+}
+
 /// Without flags: `DefaultPoller`'s backend and its default trigger.
 #[test]
 fn calc_defaults_to_the_default_poller() {
@@ -359,7 +379,7 @@ fn calc_answers_then_closes_after_the_client_half_closes() {
 
 #[test]
 fn calc_replies_with_errors_and_keeps_the_connection() {
-    let server = Server::start("calc", &["--backend", "poll"], "poll", "level");
+    let server = start_level("calc", &[]);
     let mut client = server.connect();
     let cases: [(&[u8], &[u8]); 10] = [
         (b"1/0X", b"ERR division by zeroX"),
@@ -384,7 +404,7 @@ fn calc_replies_with_errors_and_keeps_the_connection() {
 
 #[test]
 fn calc_blank_requests_get_no_reply() {
-    let server = Server::start("calc", &["--backend", "poll"], "poll", "level");
+    let server = start_level("calc", &[]);
     let mut client = server.connect();
     client.write_all(b"X  X\r\nX").unwrap();
     expect_silence(&mut client, Duration::from_millis(300));
@@ -394,23 +414,13 @@ fn calc_blank_requests_get_no_reply() {
 
 #[test]
 fn calc_takes_newline_escapes_as_the_delimiter() {
-    let server = Server::start(
-        "calc",
-        &["--backend", "poll", "--delimiter", r"\n"],
-        "poll",
-        "level",
-    );
+    let server = start_level("calc", &["--delimiter", r"\n"]);
     let mut client = server.connect();
     // A `\r` before the `\n` is white space around the request.
     client.write_all(b"100+98\n14+23\r\n\r\nX\n").unwrap();
     expect_reply(&mut client, b"198\n37\nERR malformed request\n");
 
-    let server = Server::start(
-        "calc",
-        &["--backend", "poll", "--delimiter", r"\r\n"],
-        "poll",
-        "level",
-    );
+    let server = start_level("calc", &["--delimiter", r"\r\n"]);
     let mut client = server.connect();
     client.write_all(b"2*21\r\n1\n+\n1\r\n").unwrap();
     expect_reply(&mut client, b"42\r\n2\r\n");
@@ -418,12 +428,7 @@ fn calc_takes_newline_escapes_as_the_delimiter() {
 
 #[test]
 fn calc_closes_a_connection_whose_request_is_too_long() {
-    let server = Server::start(
-        "calc",
-        &["--backend", "poll", "--max-frame", "16"],
-        "poll",
-        "level",
-    );
+    let server = start_level("calc", &["--max-frame", "16"]);
     let mut exact = server.connect();
     exact.write_all(b"1000000000000+23X").unwrap(); // 16 bytes
     expect_reply(&mut exact, b"1000000000023X");
@@ -442,7 +447,7 @@ fn calc_closes_a_connection_whose_request_is_too_long() {
 
 #[test]
 fn calc_max_frame_defaults_to_65536_bytes() {
-    let server = Server::start("calc", &["--backend", "poll"], "poll", "level");
+    let server = start_level("calc", &[]);
     let mut fits = server.connect();
     let mut request = vec![b'1'; 65536];
     request.push(b'X');
@@ -457,12 +462,7 @@ fn calc_max_frame_defaults_to_65536_bytes() {
 
 #[test]
 fn calc_idle_timeout_closes_silent_connections() {
-    let server = Server::start(
-        "calc",
-        &["--backend", "poll", "--idle-timeout", "1"],
-        "poll",
-        "level",
-    );
+    let server = start_level("calc", &["--idle-timeout", "1"]);
     let mut client = server.connect();
     client.write_all(b"1+1X").unwrap();
     expect_reply(&mut client, b"2X");
@@ -508,7 +508,7 @@ fn echo_round_trips_a_mebibyte_on_select() {
 
 #[test]
 fn ping_answers_pipelined_inline_pings() {
-    let server = Server::start("ping", &["--backend", "poll"], "poll", "level");
+    let server = start_level("ping", &[]);
     let mut client = server.connect();
     client.write_all(b"PING\r\nPING\r\nPING\r\n").unwrap();
     expect_reply(&mut client, b"+PONG\r\n+PONG\r\n+PONG\r\n");
@@ -525,7 +525,7 @@ fn ping_answers_pipelined_inline_pings() {
 
 #[test]
 fn sigterm_stops_cleanly_and_prints_the_counters() {
-    let server = Server::start("calc", &["--backend", "poll"], "poll", "level");
+    let server = start_level("calc", &[]);
     let mut client = server.connect();
     client.write_all(b"1+2X").unwrap();
     expect_reply(&mut client, b"3X");
@@ -543,7 +543,7 @@ fn sigterm_stops_cleanly_and_prints_the_counters() {
 
 #[test]
 fn sigint_stops_cleanly_too() {
-    let server = Server::start("ping", &["--backend", "poll"], "poll", "level");
+    let server = start_level("ping", &[]);
     let (status, stderr) = server.signal(libc::SIGINT);
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.contains("ping: stopped: accepted=0"), "{stderr}");
@@ -577,7 +577,11 @@ fn run_to_exit(example: &str, args: &[&str]) -> (ExitStatus, String, String) {
 
 #[test]
 fn edge_on_select_or_poll_exits_with_the_unsupported_error() {
-    for backend in ["select", "poll"] {
+    let built = [
+        ("select", cfg!(feature = "select")),
+        ("poll", cfg!(feature = "poll")),
+    ];
+    for backend in built.iter().filter(|b| b.1).map(|b| b.0) {
         let args = [
             "--addr",
             "127.0.0.1:0",
@@ -589,6 +593,7 @@ fn edge_on_select_or_poll_exits_with_the_unsupported_error() {
         let (status, stdout, stderr) = run_to_exit("calc", &args);
         assert!(!status.success(), "{backend}: {status}");
         assert!(stderr.contains("not supported"), "{backend}: {stderr}");
+        assert!(stderr.contains("Edge"), "{backend}: {stderr}");
         assert!(stderr.contains(backend), "{backend}: {stderr}");
         assert_eq!(stdout, "", "{backend}: nothing is announced");
     }

@@ -177,7 +177,7 @@ fn report(name: &str, served: io::Result<Stats>) -> ExitCode {
 fn not_built(backend: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
-        format!("the {backend} backend is not supported by this build (its cargo feature is off)"),
+        format!("this build has no {backend} backend (its cargo feature is off)"),
     )
 }
 
