@@ -741,7 +741,10 @@ fn closed_while_registered<P: Poller>() {
         let quiet = Duration::from_millis(200);
         let (got, took) = timed(|| wait_once(&mut poller, &mut events, quiet));
         assert!(got.is_empty(), "epoll forgets a closed file: {got:?}");
-        assert!(took >= quiet, "wait({quiet:?}) returned after {took:?}");
+        assert!(
+            took >= quiet * 3 / 4,
+            "wait({quiet:?}) returned after {took:?}: spinning?"
+        );
     } else {
         let got = wait_once(&mut poller, &mut events, LONG);
         assert_eq!(
