@@ -23,7 +23,12 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 ///   plus [`is_read_closed`](crate::Event::is_read_closed) on poll and
 ///   epoll. select has no hang-up or error bit: it reports both as the
 ///   readiness that was asked for, and the next read or write returns the
-///   EOF or the error.
+///   EOF or the error. One exception on epoll: a pipe whose writer closed
+///   and that holds no data reports a bare hang-up (`EPOLLHUP` without
+///   `EPOLLIN`), so the event has `HUP` but not `READABLE`; sockets always
+///   come with both. Callers that treat
+///   [`is_read_closed`](crate::Event::is_read_closed) as "read now" see
+///   the EOF on every backend.
 /// - **Timeouts.** `None` blocks; `Some(Duration::ZERO)` returns at once; any
 ///   other timeout rounds up to the next millisecond and is clamped to
 ///   [`MAX_WAIT_MS`](crate::MAX_WAIT_MS) (see [`timeout_ms`](crate::timeout_ms)).
