@@ -147,11 +147,16 @@ pub fn interrupted_is_empty(result: io::Result<libc::c_int>) -> io::Result<usize
 
 /// `ErrorKind::Unsupported`: `backend` cannot deliver `trigger`.
 pub fn unsupported_trigger(backend: &str, trigger: Trigger) -> io::Error {
+    let mode = match trigger {
+        Trigger::Level => "level-triggered",
+        Trigger::Edge => "edge-triggered",
+        Trigger::Oneshot => "oneshot",
+    };
     io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
-            "{trigger:?}-triggered mode is not supported by the {backend} backend; \
-             use Trigger::Level or Trigger::Oneshot, or the epoll backend"
+            "{mode} mode is not supported by the {backend} backend; \
+             use level-triggered mode, or the epoll backend"
         ),
     )
 }
@@ -228,7 +233,7 @@ mod tests {
         let tv = timeout_timeval(Some(Duration::from_millis(2500))).unwrap();
         assert_eq!((tv.tv_sec, tv.tv_usec), (2, 500_000));
         let tv = timeout_timeval(Some(Duration::MAX)).unwrap();
-        assert_eq!(tv.tv_sec as i64, i32::MAX as i64 / 1000);
+        assert_eq!(tv.tv_sec, libc::time_t::from(i32::MAX / 1000));
     }
 
     #[test]
