@@ -17,6 +17,9 @@ use crate::{sys, Event, Interest, Poller, Token, Trigger};
 /// more frames are dispatched.
 const FLUSH_AT: usize = 64 * 1024;
 
+/// The least a read into a connection's own input buffer asks for.
+const MIN_READ: usize = 4096;
+
 /// The limits dispatch works within.
 #[derive(Copy, Clone)]
 struct Limits {
@@ -82,11 +85,19 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         }
         loop {
             let from_scratch = conn.input.is_empty();
+            // With a partial frame held, read only what keeps the input
+            // buffer near one read chunk (a frame larger than that grows it
+            // up to the codec's maximum, no further).
+            let asked = if from_scratch {
+                self.scratch.len()
+            } else {
+                chunk.saturating_sub(conn.input.len()).max(MIN_READ)
+            };
             let got = if from_scratch {
                 sys::recv(conn.stream.as_fd(), as_uninit(&mut self.scratch))
             } else {
                 let fd = conn.stream.as_fd();
-                conn.input.fill_with(chunk, |spare| sys::recv(fd, spare))
+                conn.input.fill_with(asked, |spare| sys::recv(fd, spare))
             };
             let n = match got {
                 Ok(0) => {
@@ -112,11 +123,6 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             if !wants_read(&conn.flags) {
                 return;
             }
-            let asked = if from_scratch {
-                self.scratch.len()
-            } else {
-                chunk
-            };
             if n < asked && !read_closed {
                 return; // short read: the queue was empty
             }
