@@ -167,6 +167,15 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
                 self.ready.push(super::key_of(conn.id));
             }
         }
+        if let Some(reason) = conn.flags.close {
+            if matches!(reason, CloseReason::FrameTooLarge | CloseReason::Malformed) {
+                // Best effort: answers to the frames before the bad one.
+                let _ = flush(conn, &mut self.out, &mut self.shared);
+            }
+            // Replies batched for a connection closing now die with it; the
+            // shared buffer must not carry them to the next connection.
+            self.out.clear();
+        }
         let after = conn.buffered_after_release();
         self.shared.stats.account(conn.held, after);
         conn.held = after;

@@ -372,7 +372,11 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
 
     fn begin_stop<H: Handler>(&mut self, handler: &mut H) {
         log::info!("stopping: {} connections open", self.conns.len());
-        self.stopping = Some(self.shared.now() + self.config.shutdown_grace);
+        // From now, not from the start of this turn: a long handler call
+        // must not eat the grace period.
+        let now = Instant::now();
+        self.shared.now = Some(now);
+        self.stopping = Some(now + self.config.shutdown_grace);
         for listener in self.listeners.drain(..) {
             if let Err(e) = self.poller.deregister(&listener.socket) {
                 log::warn!("deregister listener: {e}");
