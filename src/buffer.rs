@@ -51,9 +51,9 @@ impl Buffer {
         }
     }
 
-    /// Appends bytes at the back.
-    pub(crate) fn extend(&mut self, bytes: &[u8]) {
-        self.make_room(bytes.len());
+    /// Appends bytes at the back; see `make_room` for `soft_cap`.
+    pub(crate) fn extend(&mut self, bytes: &[u8], soft_cap: usize) {
+        self.make_room(bytes.len(), soft_cap);
         self.buf.extend_from_slice(bytes);
     }
 
@@ -70,9 +70,10 @@ impl Buffer {
     pub(crate) fn fill_with(
         &mut self,
         want: usize,
+        soft_cap: usize,
         fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        self.make_room(want);
+        self.make_room(want, soft_cap);
         let spare = &mut self.buf.spare_capacity_mut()[..want];
         let n = fill(spare)?;
         let n = n.min(want);
@@ -83,25 +84,26 @@ impl Buffer {
         Ok(n)
     }
 
-    fn make_room(&mut self, extra: usize) {
-        let spare = self.buf.capacity() - self.buf.len();
-        if spare >= extra {
+    /// Ensures room for `extra` more bytes: compacts when the live bytes
+    /// are no more than the consumed ones (each byte moves at most once on
+    /// average), else grows by doubling, but not past `soft_cap` unless the
+    /// bytes themselves need more. So a queue bounded by a high-water mark
+    /// holds little more memory than that mark.
+    fn make_room(&mut self, extra: usize, soft_cap: usize) {
+        let needed = self.buf.len() + extra;
+        if self.buf.capacity() >= needed {
             return;
         }
         if self.start > 0 && self.start >= self.len() {
             self.buf.drain(..self.start);
             self.start = 0;
-            if self.buf.capacity() - self.buf.len() >= extra {
+            if self.buf.capacity() >= self.buf.len() + extra {
                 return;
             }
         }
-        // Grow by doubling while small; past 64 KiB grow to fit, so a
-        // backpressured queue holds what it must and little more.
-        if self.buf.capacity() >= 64 * 1024 {
-            self.buf.reserve_exact(extra);
-        } else {
-            self.buf.reserve(extra);
-        }
+        let needed = self.buf.len() + extra;
+        let target = (2 * self.buf.capacity()).min(soft_cap).max(needed);
+        self.buf.reserve_exact(target - self.buf.len());
     }
 }
 
@@ -112,10 +114,10 @@ mod tests {
     #[test]
     fn consume_and_compact_keep_order() {
         let mut b = Buffer::default();
-        b.extend(b"hello world");
+        b.extend(b"hello world", 1024);
         b.consume(6);
         assert_eq!(b.data(), b"world");
-        b.extend(&[b'!'; 100]);
+        b.extend(&[b'!'; 100], 1024);
         assert_eq!(&b.data()[..6], b"world!");
         assert_eq!(b.len(), 105);
         b.consume(105);
@@ -127,9 +129,9 @@ mod tests {
     #[test]
     fn fill_with_appends_initialised_bytes() {
         let mut b = Buffer::default();
-        b.extend(b"ab");
+        b.extend(b"ab", 1024);
         let n = b
-            .fill_with(8, |spare| {
+            .fill_with(8, 1024, |spare| {
                 spare[0].write(b'c');
                 spare[1].write(b'd');
                 Ok(2)
@@ -145,11 +147,27 @@ mod tests {
         // compaction the dead prefix would grow with the stream.
         let mut b = Buffer::default();
         for i in 0..10_000u32 {
-            b.extend(&[i as u8; 100]);
+            b.extend(&[i as u8; 100], 1024);
             b.consume(b.len() - 50);
         }
         assert_eq!(b.len(), 50);
         assert!(b.capacity() <= 1024, "capacity {}", b.capacity());
         assert_eq!(b.data(), &[9_999u32 as u8; 50]);
+    }
+
+    #[test]
+    fn growth_doubles_up_to_the_soft_cap_then_fits() {
+        let mut b = Buffer::default();
+        for _ in 0..100 {
+            b.extend(&[1u8; 100], 4096);
+        }
+        assert_eq!(b.len(), 10_000);
+        // Doubling would have reached 16384; past the cap it grows to fit.
+        assert!(b.capacity() < 10_100 + 100, "capacity {}", b.capacity());
+        let mut small = Buffer::default();
+        for _ in 0..30 {
+            small.extend(&[1u8; 100], 1 << 20);
+        }
+        assert!(small.capacity() >= 3000 && small.capacity() <= 6400);
     }
 }

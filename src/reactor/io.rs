@@ -17,13 +17,13 @@ use crate::{sys, Event, Interest, Poller, Token, Trigger};
 /// more frames are dispatched.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// The least a read into a connection's own input buffer asks for.
-const MIN_READ: usize = 4096;
-
 /// The limits dispatch works within.
 #[derive(Copy, Clone)]
 struct Limits {
+    /// Output memory cap while backpressured.
     high_water: usize,
+    /// Input memory cap while frames are shorter than one read.
+    read_chunk: usize,
 }
 
 impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
@@ -74,9 +74,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         read_closed: bool,
         handler: &mut H,
     ) {
-        let limits = Limits {
-            high_water: self.config.high_water,
-        };
+        let limits = self.limits();
         let chunk = self.config.read_chunk;
         let mut budget = self.config.read_budget;
         let conn = &mut self.conns[key];
@@ -85,19 +83,21 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         }
         loop {
             let from_scratch = conn.input.is_empty();
-            // With a partial frame held, read only what keeps the input
-            // buffer near one read chunk (a frame larger than that grows it
-            // up to the codec's maximum, no further).
-            let asked = if from_scratch {
-                self.scratch.len()
-            } else {
-                chunk.saturating_sub(conn.input.len()).max(MIN_READ)
+            // With a partial frame held, read only up to one chunk in all;
+            // a frame longer than that doubles the buffer per read (so a
+            // big frame costs linear copying), up to the codec's maximum.
+            let held = conn.input.len();
+            let asked = match from_scratch {
+                true => self.scratch.len(),
+                false if held < chunk => chunk - held,
+                false => held,
             };
             let got = if from_scratch {
                 sys::recv(conn.stream.as_fd(), as_uninit(&mut self.scratch))
             } else {
                 let fd = conn.stream.as_fd();
-                conn.input.fill_with(asked, |spare| sys::recv(fd, spare))
+                conn.input
+                    .fill_with(asked, chunk, |spare| sys::recv(fd, spare))
             };
             let n = match got {
                 Ok(0) => {
@@ -142,15 +142,13 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// after EOF or a graceful shutdown once output drained, and switches
     /// poller interest to what is wanted now.
     pub(super) fn finish<H: Handler>(&mut self, key: usize, handler: &mut H) {
-        let limits = Limits {
-            high_water: self.config.high_water,
-        };
+        let limits = self.limits();
         let low_water = self.config.low_water;
         let stopping = self.stopping.is_some();
         let conn = &mut self.conns[key];
         loop {
             if conn.flags.close.is_none() {
-                if let Err(e) = flush(conn, &mut self.out, &mut self.shared) {
+                if let Err(e) = flush(conn, &mut self.out, &mut self.shared, limits) {
                     conn.flags.close = Some(io_reason(&e));
                 }
             }
@@ -170,7 +168,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         if let Some(reason) = conn.flags.close {
             if matches!(reason, CloseReason::FrameTooLarge | CloseReason::Malformed) {
                 // Best effort: answers to the frames before the bad one.
-                let _ = flush(conn, &mut self.out, &mut self.shared);
+                let _ = flush(conn, &mut self.out, &mut self.shared, limits);
             }
             // Replies batched for a connection closing now die with it; the
             // shared buffer must not carry them to the next connection.
@@ -194,6 +192,15 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
                     self.close(key, reason, handler);
                 }
             }
+        }
+    }
+}
+
+impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
+    fn limits(&self) -> Limits {
+        Limits {
+            high_water: self.config.high_water,
+            read_chunk: self.config.read_chunk,
         }
     }
 }
@@ -293,11 +300,11 @@ fn dispatch<C: Codec, H: Handler>(
         handler.on_frame(&mut conn, frame);
         if !output.is_empty() {
             // Older bytes are queued: keep the order by queueing behind them.
-            output.extend(out);
+            output.extend(out, limits.high_water);
             out.clear();
         }
         if out.len() + output.len() >= FLUSH_AT.min(limits.high_water) {
-            if let Err(e) = flush_parts(stream, out, output, shared) {
+            if let Err(e) = flush_parts(stream, out, output, shared, limits) {
                 flags.close = Some(io_reason(&e));
             } else if output.len() >= limits.high_water {
                 flags.paused = true;
@@ -305,15 +312,20 @@ fn dispatch<C: Codec, H: Handler>(
         }
     }
     match fresh {
-        Some(fresh) if flags.close.is_none() => input.extend(&fresh[pos..]),
+        Some(fresh) if flags.close.is_none() => input.extend(&fresh[pos..], limits.read_chunk),
         Some(_) => {}
         None => input.consume(pos),
     }
 }
 
 /// Writes the batched replies, then the queue, until done or `WouldBlock`.
-fn flush<C>(conn: &mut Connection<C>, out: &mut Vec<u8>, shared: &mut Shared) -> io::Result<()> {
-    let wrote = flush_parts(&conn.stream, out, &mut conn.output, shared)?;
+fn flush<C>(
+    conn: &mut Connection<C>,
+    out: &mut Vec<u8>,
+    shared: &mut Shared,
+    limits: Limits,
+) -> io::Result<()> {
+    let wrote = flush_parts(&conn.stream, out, &mut conn.output, shared, limits)?;
     if wrote > 0 {
         conn.last_active = shared.now();
     }
@@ -325,15 +337,16 @@ fn flush_parts(
     out: &mut Vec<u8>,
     output: &mut Buffer,
     shared: &mut Shared,
+    limits: Limits,
 ) -> io::Result<usize> {
     let mut wrote = 0;
     if !out.is_empty() {
         if output.is_empty() {
             let n = write_some(stream, out)?;
             wrote += n;
-            output.extend(&out[n..]);
+            output.extend(&out[n..], limits.high_water);
         } else {
-            output.extend(out);
+            output.extend(out, limits.high_water);
         }
         out.clear();
     }
