@@ -87,13 +87,16 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             return false;
         }
         let shed = sys::accept(&self.listeners[i].socket);
+        // Close the refused connection before taking the spare back: its
+        // fd is the one the spare needs.
+        let shed = shed.map(drop);
         self.reserve = sys::open_reserve().ok();
         match shed {
-            Ok(stream) => {
+            Ok(()) => {
                 log::warn!("accept: out of file descriptors; refused a connection");
-                drop(stream);
-                true
+                self.reserve.is_some()
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) => {
                 log::warn!("accept: out of file descriptors ({e}); pausing the listener");
                 self.pause_listener(i);
