@@ -1,10 +1,109 @@
 //! evmux: a pluggable event loop with swappable select, poll and epoll
-//! backends.
+//! backends, and a reactor that runs unchanged on any of them.
 //!
-//! Re-exports the [`Poller`] contract from `evmux-core`, every backend
-//! enabled by cargo features (`select`, `poll`, `epoll`; all on by default),
-//! and [`DefaultPoller`]: epoll on Linux and Android when enabled, else
-//! poll, else select.
+//! Two layers:
+//!
+//! - **The [`Poller`] contract** (`register` / `modify` / `deregister` /
+//!   `wait`) with three implementations: [`SelectPoller`] (`fd_set` plus a
+//!   shadow array; fds below `FD_SETSIZE` only), [`PollPoller`] (a `pollfd`
+//!   vector with an O(1) fd index), and [`EpollPoller`] (level, edge or
+//!   oneshot). They behave the same wherever the OS allows, and fail with a
+//!   clear `io::Error` where it does not (edge on select or poll is
+//!   `ErrorKind::Unsupported`; an fd past `FD_SETSIZE` on select is
+//!   `ErrorKind::InvalidInput`).
+//! - **The [`Reactor`]**, a TCP connection manager and framing layer over any
+//!   `Poller`: accept loop, reads that drain the socket, batched writes with
+//!   writable interest only while output is queued, one close path with a
+//!   [`CloseReason`], backpressure, idle timeouts, and [`codec`]s
+//!   (delimiter, lines, length prefix). Business logic is a [`Handler`].
+//!
+//! # Choosing a backend
+//!
+//! - By type parameter: `Reactor::<PollPoller, _>` or `PollPoller::new()`.
+//! - By cargo feature at build time: `select`, `poll`, `epoll` (all on by
+//!   default); `--no-default-features --features poll` builds only poll.
+//! - By [`DefaultPoller`]: epoll on Linux and Android when enabled, else
+//!   poll, else select (one `cfg_if!` below).
+//!
+//! # The Poller API
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::{TcpListener, TcpStream};
+//! use std::time::Duration;
+//! use evmux::{DefaultPoller, Events, Interest, Poller, Token, Trigger};
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let mut client = TcpStream::connect(listener.local_addr()?)?;
+//! let (mut server, _) = listener.accept()?;
+//! server.set_nonblocking(true)?;
+//!
+//! let mut poller = DefaultPoller::new()?;
+//! poller.register(&server, Token(1), Interest::READABLE, Trigger::Level)?;
+//! client.write_all(b"ping")?;
+//!
+//! let mut events = Events::with_capacity(64);
+//! poller.wait(&mut events, Some(Duration::from_secs(5)))?;
+//! let event = events.iter().next().expect("one event");
+//! assert_eq!(event.token(), Token(1));
+//! assert!(event.is_readable());
+//!
+//! let mut buf = [0u8; 4];
+//! server.read_exact(&mut buf)?;
+//! assert_eq!(&buf, b"ping");
+//! poller.deregister(&server)?; // before the socket is closed
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # A server on the reactor
+//!
+//! A sum server over `X`-delimited requests (`2+3X` gets `5X`), on the
+//! poll backend, level-triggered:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::{Shutdown, TcpStream};
+//! use evmux::codec::Delimited;
+//! use evmux::{Config, Conn, Handler, PollPoller, Reactor};
+//!
+//! struct Sum;
+//! impl Handler for Sum {
+//!     fn on_frame(&mut self, conn: &mut Conn<'_>, frame: &[u8]) {
+//!         let text = std::str::from_utf8(frame).unwrap_or("");
+//!         let sum: Option<i64> = text
+//!             .split('+')
+//!             .map(|n| n.trim().parse::<i64>().ok())
+//!             .sum();
+//!         let reply = sum.map_or("ERR".to_string(), |n| n.to_string());
+//!         let _ = conn.send(reply.as_bytes());
+//!     }
+//! }
+//!
+//! let codec = Delimited::new(b"X")?;
+//! let mut reactor = Reactor::<PollPoller, _>::new(codec, Config::default())?;
+//! let addr = reactor.listen("127.0.0.1:0")?;
+//! let stop = reactor.stop_handle();
+//! let server = std::thread::spawn(move || reactor.run(&mut Sum).map(|()| reactor));
+//!
+//! let mut client = TcpStream::connect(addr)?;
+//! client.write_all(b"100+98X14+23X")?;
+//! client.shutdown(Shutdown::Write)?; // replies still come, then EOF
+//! let mut replies = String::new();
+//! client.read_to_string(&mut replies)?;
+//! assert_eq!(replies, "198X37X");
+//!
+//! stop.stop()?;
+//! let reactor = server.join().expect("server thread")?;
+//! assert_eq!(reactor.stats().frames_in, 2);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Closing and ownership rules
+//!
+//! Deregister an fd before closing it (the reactor does, on every close
+//! path); see [`Poller`] for what each backend does when that is not done.
+//! The library never prints: it logs through the `log` facade, and never
+//! panics on input from the network.
 
 pub use evmux_core::{
     cvt, set_nonblocking, timeout_ms, Event, Events, Interest, Poller, Readiness, Token, Trigger,
