@@ -55,6 +55,8 @@ pub fn exclusive() -> Exclusive {
 pub struct Sample {
     /// When it was taken.
     pub at: Instant,
+    /// When the loop turn it was taken in began (`Control::now`).
+    pub turn: Instant,
     /// CPU time the reactor thread has used so far.
     pub cpu: Duration,
     /// `Stats::buffered` then.
@@ -76,6 +78,8 @@ pub struct Record {
     pub fired: Vec<(TimerId, Instant)>,
     /// Errors a handler ran into (a failed `send`...); tests expect none.
     pub errors: Vec<String>,
+    /// When a `SLOW` request started sleeping.
+    pub slow: Vec<Instant>,
 }
 
 impl Record {
@@ -192,6 +196,7 @@ impl Recorder {
 /// | `KILL port` | `OK`, after asking the reactor to close the connection whose peer port is `port` |
 /// | `SWAP port` | `OK`, after the same close and a new client connection made from inside the callback (handed to the test) |
 /// | `BYE` | `BYE`, then [`Conn::close`] (which drops queued output) |
+/// | `SLOW ms` | `OK`, after blocking the reactor thread for `ms` milliseconds |
 /// | anything else | `ERR` |
 ///
 /// In echo mode every frame is sent back unchanged instead.
@@ -261,6 +266,11 @@ impl Calc {
                 self.connect_new()?;
                 conn.send(b"OK")
             }
+            ("SLOW", Ok(ms)) => {
+                self.rec.update(|r| r.slow.push(Instant::now()));
+                thread::sleep(Duration::from_millis(ms as u64));
+                conn.send(b"OK")
+            }
             ("BYE", _) => {
                 let sent = conn.send(b"BYE");
                 conn.close();
@@ -322,6 +332,7 @@ impl Handler for Calc {
     fn on_timer(&mut self, ctl: &mut Control<'_>, _timer: TimerId) {
         let sample = Sample {
             at: Instant::now(),
+            turn: ctl.now(),
             cpu: thread_cpu_time(),
             buffered: ctl.stats().buffered,
             open: ctl.stats().open,
