@@ -442,9 +442,10 @@ fn grace_counts_from_the_stop_request<P: Backend>(trigger: Trigger) {
 /// asks the reactor to close B and, from inside the callback, connects C,
 /// which waits in the listen queue. In the next turn the reactor closes B
 /// (before waiting), then accepts C: with the fd table's holes filled, C
-/// gets B's fd number, and B's freed slot in the table. The test checks
-/// both reuses really happened. Then A sends `KILL` for B again: a stale
-/// id, now naming B's fd and slot, which C holds.
+/// gets B's fd number (the test checks it did), and B's freed slot in the
+/// connection table (the slab hands out the last freed key; ids are opaque,
+/// so that is not checked). Then A sends `KILL` for B again: a stale id,
+/// naming B's fd and slot, which C now holds.
 ///
 /// If tokens and ids had no generation (the fd or slab key alone), the
 /// stale `KILL` would close C: its `3+3` would get EOF instead of `6`, and
