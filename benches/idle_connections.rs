@@ -4,8 +4,10 @@
 //! Every contender watches the same socket pairs (one end of each pair
 //! registered for readable interest), so fd numbers and kernel state are
 //! identical across them. The active pair is created last: it has the
-//! highest fd numbers and is registered last, the worst place for a
-//! backend that walks its table after the wait (select, poll).
+//! highest fd numbers and is registered last. For select and poll that is
+//! the case of a server that blocks before the data comes: the kernel
+//! hooks a wait-queue entry onto every fd it scans before it finds a ready
+//! one, so here onto all N, and the backend then walks its whole table.
 //!
 //! Contenders, all in the group `idle_round_trip`, so one chart holds them:
 //!
@@ -23,6 +25,13 @@
 //!
 //! Run: `cargo bench --bench idle_connections`; chart and table:
 //! `python3 benches/plot_idle.py`.
+//!
+//! On a busy machine, criterion's back-to-back runs drift with the load.
+//! `EVMUX_INTERLEAVED=21 cargo bench --bench idle_connections` skips
+//! criterion and instead runs every contender in short blocks, in turn,
+//! for 21 rounds per N, and reports the median block: a steadier ratio
+//! between contenders (`python3 benches/plot_idle.py --tsv
+//! target/idle_interleaved.tsv`).
 
 use std::hint::black_box;
 use std::io::{self, Read, Write};
@@ -31,11 +40,12 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion};
 use evmux::{EpollPoller, Events, Interest, PollPoller, Poller, SelectPoller, Token, Trigger};
+use mio::unix::SourceFd;
 
 /// The idle connection counts.
 const SIZES: [usize; 6] = [0, 100, 500, 1000, 4000, 8000];
@@ -43,6 +53,10 @@ const SIZES: [usize; 6] = [0, 100, 500, 1000, 4000, 8000];
 const EVENTS: usize = 256;
 /// fds a run needs besides the socket pairs (stdio, pollers, criterion).
 const SPARE_FDS: u64 = 64;
+/// Interleaved mode: round trips before each timed block.
+const WARM_ITERS: u64 = 20;
+/// Interleaved mode: the length of one timed block.
+const BLOCK: Duration = Duration::from_millis(20);
 
 /// N idle pairs and the active one, created once per N and shared.
 struct Fixture {
@@ -117,82 +131,185 @@ fn raise_fd_limit() -> io::Result<u64> {
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
 
-fn bench_evmux<P: Poller>(g: &mut Group<'_>, fx: &Fixture, name: &str, trigger: Trigger) {
-    let mut poller = P::new().expect("create poller");
-    for (i, fd) in fx.watched() {
-        poller
-            .register(fd, Token(i), Interest::READABLE, trigger)
-            .expect("register");
-    }
-    let mut events = Events::with_capacity(EVENTS);
-    let active = Token(fx.active());
-    g.bench_with_input(BenchmarkId::new(name, fx.active()), &(), |b, _| {
-        b.iter(|| {
-            fx.poke();
-            poller.wait(&mut events, None).expect("wait");
-            let first = events.iter().next().map(|e| e.token());
-            assert!(events.len() == 1 && first == Some(active), "wrong events");
-            fx.drain();
-        })
-    });
-    for (_, fd) in fx.watched() {
-        poller.deregister(fd).expect("deregister");
-    }
+/// Level or edge, for the contenders that offer both.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Level,
+    Edge,
 }
 
-fn bench_raw_epoll(g: &mut Group<'_>, fx: &Fixture, name: &str, edge: bool) {
-    // SAFETY: epoll_create1 takes no pointers.
-    let raw = evmux::cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }).expect("epoll");
-    // SAFETY: `raw` was just returned by epoll_create1 and is owned by no one.
-    let epfd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let flags = libc::EPOLLIN as u32 | if edge { libc::EPOLLET as u32 } else { 0 };
-    for (i, fd) in fx.watched() {
-        let mut ev = libc::epoll_event {
-            events: flags,
-            u64: i as u64,
+/// One way of doing the round trip over a fixture.
+trait Contender: Sized {
+    /// Registers every watched fd of `fx`.
+    fn start(fx: &Fixture, mode: Mode) -> Self;
+    /// One round trip: poke, wait, check what came back, drain.
+    fn round_trip(&mut self, fx: &Fixture);
+    /// Deregisters every watched fd, so the next contender's kernel state
+    /// is the same as this one's was.
+    fn stop(self, fx: &Fixture);
+}
+
+struct Evmux<P> {
+    poller: P,
+    events: Events,
+    active: Token,
+}
+
+impl<P: Poller> Contender for Evmux<P> {
+    fn start(fx: &Fixture, mode: Mode) -> Self {
+        let trigger = match mode {
+            Mode::Level => Trigger::Level,
+            Mode::Edge => Trigger::Edge,
         };
-        // SAFETY: both fds are open for the call; `ev` is a valid event.
-        let ret = unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
-        evmux::cvt(ret).expect("epoll_ctl");
+        let mut poller = P::new().expect("create poller");
+        for (i, fd) in fx.watched() {
+            poller
+                .register(fd, Token(i), Interest::READABLE, trigger)
+                .expect("register");
+        }
+        let events = Events::with_capacity(EVENTS);
+        let active = Token(fx.active());
+        Evmux {
+            poller,
+            events,
+            active,
+        }
     }
-    let mut buf = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-    let active = fx.active() as u64;
-    g.bench_with_input(BenchmarkId::new(name, fx.active()), &(), |b, _| {
-        b.iter(|| {
-            fx.poke();
-            // SAFETY: `epfd` is open; `buf` has room for EVENTS entries.
-            let n =
-                unsafe { libc::epoll_wait(epfd.as_raw_fd(), buf.as_mut_ptr(), EVENTS as i32, -1) };
-            let data = buf[0].u64;
-            assert!(n == 1 && data == active, "wrong events");
-            fx.drain();
-        })
-    });
-    drop(epfd);
+
+    fn round_trip(&mut self, fx: &Fixture) {
+        fx.poke();
+        self.poller.wait(&mut self.events, None).expect("wait");
+        let first = self.events.iter().next().map(|e| e.token());
+        assert!(
+            self.events.len() == 1 && first == Some(self.active),
+            "wrong events"
+        );
+        fx.drain();
+    }
+
+    fn stop(mut self, fx: &Fixture) {
+        for (_, fd) in fx.watched() {
+            self.poller.deregister(fd).expect("deregister");
+        }
+    }
 }
 
-fn bench_raw_poll(g: &mut Group<'_>, fx: &Fixture) {
-    let mut fds: Vec<libc::pollfd> = fx
-        .watched()
-        .map(|(_, fd)| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let active = fx.active();
-    g.bench_with_input(BenchmarkId::new("raw-poll", active), &(), |b, _| {
-        b.iter(|| {
-            fx.poke();
-            let len = fds.len() as libc::nfds_t;
-            // SAFETY: `fds` holds `len` initialised pollfds for the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), len, -1) };
-            assert!(n == 1, "wrong events");
-            let pos = fds.iter().position(|p| p.revents != 0);
-            assert!(black_box(pos) == Some(active), "wrong events");
-            fx.drain();
-        })
-    });
+struct RawEpoll {
+    epfd: OwnedFd,
+    buf: [libc::epoll_event; EVENTS],
+    active: u64,
+}
+
+impl Contender for RawEpoll {
+    fn start(fx: &Fixture, mode: Mode) -> Self {
+        // SAFETY: epoll_create1 takes no pointers.
+        let raw = evmux::cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }).expect("epoll");
+        // SAFETY: `raw` was just returned by epoll_create1 and is owned by no one.
+        let epfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let edge = matches!(mode, Mode::Edge);
+        let flags = libc::EPOLLIN as u32 | if edge { libc::EPOLLET as u32 } else { 0 };
+        for (i, fd) in fx.watched() {
+            let mut ev = libc::epoll_event {
+                events: flags,
+                u64: i as u64,
+            };
+            // SAFETY: both fds are open for the call; `ev` is a valid event.
+            let ret = unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
+            evmux::cvt(ret).expect("epoll_ctl");
+        }
+        let buf = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let active = fx.active() as u64;
+        RawEpoll { epfd, buf, active }
+    }
+
+    fn round_trip(&mut self, fx: &Fixture) {
+        fx.poke();
+        let fd = self.epfd.as_raw_fd();
+        // SAFETY: `epfd` is open; `buf` has room for EVENTS entries.
+        let n = unsafe { libc::epoll_wait(fd, self.buf.as_mut_ptr(), EVENTS as i32, -1) };
+        let data = self.buf[0].u64;
+        assert!(n == 1 && data == self.active, "wrong events");
+        fx.drain();
+    }
+
+    fn stop(self, _: &Fixture) {
+        // Closing the epoll fd drops every registration.
+        drop(self.epfd);
+    }
+}
+
+struct RawPoll {
+    fds: Vec<libc::pollfd>,
+    active: usize,
+}
+
+impl Contender for RawPoll {
+    fn start(fx: &Fixture, _: Mode) -> Self {
+        let fds = fx
+            .watched()
+            .map(|(_, fd)| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let active = fx.active();
+        RawPoll { fds, active }
+    }
+
+    fn round_trip(&mut self, fx: &Fixture) {
+        fx.poke();
+        let len = self.fds.len() as libc::nfds_t;
+        // SAFETY: `fds` holds `len` initialised pollfds for the call.
+        let n = unsafe { libc::poll(self.fds.as_mut_ptr(), len, -1) };
+        assert!(n == 1, "wrong events");
+        let pos = self.fds.iter().position(|p| p.revents != 0);
+        assert!(black_box(pos) == Some(self.active), "wrong events");
+        fx.drain();
+    }
+
+    fn stop(self, _: &Fixture) {}
+}
+
+struct RawSelect {
+    master: libc::fd_set,
+    nfds: libc::c_int,
+    want: usize,
+}
+
+impl Contender for RawSelect {
+    fn start(fx: &Fixture, _: Mode) -> Self {
+        let mut master = empty_fd_set();
+        let mut max_fd = -1;
+        for (_, fd) in fx.watched() {
+            let raw = fd.as_raw_fd();
+            assert!(fits_select(raw), "fd {raw} is past FD_SETSIZE");
+            // SAFETY: `raw` is below FD_SETSIZE (checked above).
+            unsafe { libc::FD_SET(raw, &mut master) };
+            max_fd = max_fd.max(raw);
+        }
+        let want = fx.rx.as_raw_fd() as usize;
+        RawSelect {
+            master,
+            nfds: max_fd + 1,
+            want,
+        }
+    }
+
+    fn round_trip(&mut self, fx: &Fixture) {
+        fx.poke();
+        // select overwrites its set: restore it from the master copy.
+        let mut ready = self.master;
+        let null = ptr::null_mut();
+        // SAFETY: `ready` lives through the call and holds fds below nfds.
+        let n = unsafe { libc::select(self.nfds, &mut ready, null, null, ptr::null_mut()) };
+        assert!(n == 1, "wrong events");
+        let fd = first_set(&ready, self.nfds as usize);
+        assert!(black_box(fd) == Some(self.want), "wrong events");
+        fx.drain();
+    }
+
+    fn stop(self, _: &Fixture) {}
 }
 
 fn empty_fd_set() -> libc::fd_set {
@@ -219,131 +336,245 @@ fn first_set(set: &libc::fd_set, nfds: usize) -> Option<usize> {
     Some(i * 64 + w.trailing_zeros() as usize)
 }
 
-fn bench_raw_select(g: &mut Group<'_>, fx: &Fixture) {
-    let mut master = empty_fd_set();
-    let mut max_fd = -1;
-    for (_, fd) in fx.watched() {
-        let raw = fd.as_raw_fd();
-        // SAFETY: the caller checked every fd is below FD_SETSIZE.
-        unsafe { libc::FD_SET(raw, &mut master) };
-        max_fd = max_fd.max(raw);
-    }
-    let want = fx.rx.as_raw_fd() as usize;
-    let nfds = max_fd + 1;
-    g.bench_with_input(BenchmarkId::new("raw-select", fx.active()), &(), |b, _| {
-        b.iter(|| {
-            fx.poke();
-            let mut ready = master;
-            // SAFETY: `ready` lives through the call and holds fds below nfds.
-            let n = unsafe {
-                libc::select(
-                    nfds,
-                    &mut ready,
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                )
-            };
-            assert!(n == 1, "wrong events");
-            let fd = first_set(&ready, nfds as usize);
-            assert!(black_box(fd) == Some(want), "wrong events");
-            fx.drain();
-        })
-    });
+fn fits_select(fd: RawFd) -> bool {
+    usize::try_from(fd).is_ok_and(|fd| fd < libc::FD_SETSIZE)
 }
 
-fn bench_mio(g: &mut Group<'_>, fx: &Fixture) {
-    use mio::unix::SourceFd;
-    let mut poll = mio::Poll::new().expect("mio poll");
-    for (i, fd) in fx.watched() {
-        let raw = fd.as_raw_fd();
-        let token = mio::Token(i);
-        poll.registry()
-            .register(&mut SourceFd(&raw), token, mio::Interest::READABLE)
-            .expect("mio register");
+struct Mio {
+    poll: mio::Poll,
+    events: mio::Events,
+    active: mio::Token,
+}
+
+impl Contender for Mio {
+    fn start(fx: &Fixture, _: Mode) -> Self {
+        let poll = mio::Poll::new().expect("mio poll");
+        for (i, fd) in fx.watched() {
+            let raw = fd.as_raw_fd();
+            poll.registry()
+                .register(&mut SourceFd(&raw), mio::Token(i), mio::Interest::READABLE)
+                .expect("mio register");
+        }
+        let events = mio::Events::with_capacity(EVENTS);
+        let active = mio::Token(fx.active());
+        Mio {
+            poll,
+            events,
+            active,
+        }
     }
-    let mut events = mio::Events::with_capacity(EVENTS);
-    let active = mio::Token(fx.active());
-    g.bench_with_input(BenchmarkId::new("mio-edge", fx.active()), &(), |b, _| {
-        b.iter(|| {
-            fx.poke();
-            poll.poll(&mut events, None).expect("mio poll");
-            let mut it = events.iter();
-            let first = it.next().map(|e| e.token());
-            assert!(first == Some(active) && it.next().is_none(), "wrong events");
-            fx.drain();
-        })
-    });
-    for (_, fd) in fx.watched() {
-        let raw = fd.as_raw_fd();
-        poll.registry()
-            .deregister(&mut SourceFd(&raw))
-            .expect("mio deregister");
+
+    fn round_trip(&mut self, fx: &Fixture) {
+        fx.poke();
+        self.poll.poll(&mut self.events, None).expect("mio poll");
+        let mut it = self.events.iter();
+        let first = it.next().map(|e| e.token());
+        assert!(
+            first == Some(self.active) && it.next().is_none(),
+            "wrong events"
+        );
+        fx.drain();
+    }
+
+    fn stop(self, fx: &Fixture) {
+        for (_, fd) in fx.watched() {
+            let raw = fd.as_raw_fd();
+            self.poll
+                .registry()
+                .deregister(&mut SourceFd(&raw))
+                .expect("mio deregister");
+        }
     }
 }
 
-fn bench_polling(g: &mut Group<'_>, fx: &Fixture, name: &str, mode: polling::PollMode) {
-    let poller = polling::Poller::new().expect("polling poller");
-    for (i, fd) in fx.watched() {
-        // SAFETY: every fd is deleted below, before the fixture drops it.
-        unsafe { poller.add_with_mode(fd, polling::Event::readable(i), mode) }
-            .expect("polling add");
+struct Polling {
+    poller: polling::Poller,
+    events: polling::Events,
+    active: usize,
+}
+
+impl Contender for Polling {
+    fn start(fx: &Fixture, mode: Mode) -> Self {
+        let mode = match mode {
+            Mode::Level => polling::PollMode::Level,
+            Mode::Edge => polling::PollMode::Edge,
+        };
+        let poller = polling::Poller::new().expect("polling poller");
+        for (i, fd) in fx.watched() {
+            // SAFETY: `stop` deletes every fd before the fixture drops it.
+            unsafe { poller.add_with_mode(fd, polling::Event::readable(i), mode) }
+                .expect("polling add");
+        }
+        let cap = NonZeroUsize::new(EVENTS).expect("EVENTS > 0");
+        let events = polling::Events::with_capacity(cap);
+        let active = fx.active();
+        Polling {
+            poller,
+            events,
+            active,
+        }
     }
-    let cap = NonZeroUsize::new(EVENTS).expect("EVENTS > 0");
-    let mut events = polling::Events::with_capacity(cap);
-    let active = fx.active();
-    g.bench_with_input(BenchmarkId::new(name, active), &(), |b, _| {
-        b.iter(|| {
-            fx.poke();
-            events.clear();
-            poller.wait(&mut events, None).expect("polling wait");
-            let first = events.iter().next().map(|e| e.key);
-            assert!(events.len() == 1 && first == Some(active), "wrong events");
-            fx.drain();
-        })
-    });
-    for (_, fd) in fx.watched() {
-        poller.delete(fd.as_fd()).expect("polling delete");
+
+    fn round_trip(&mut self, fx: &Fixture) {
+        fx.poke();
+        self.events.clear();
+        self.poller
+            .wait(&mut self.events, None)
+            .expect("polling wait");
+        let first = self.events.iter().next().map(|e| e.key);
+        assert!(
+            self.events.len() == 1 && first == Some(self.active),
+            "wrong events"
+        );
+        fx.drain();
+    }
+
+    fn stop(self, fx: &Fixture) {
+        for (_, fd) in fx.watched() {
+            self.poller.delete(fd.as_fd()).expect("polling delete");
+        }
     }
 }
 
-/// Every contender at one N.
-fn bench_size(g: &mut Group<'_>, fx: &Fixture) {
-    let n = fx.active();
+/// A contender with its name and settings, as both modes run it.
+struct Entry {
+    name: &'static str,
+    mode: Mode,
+    /// Runs only while every fd is below FD_SETSIZE.
+    select: bool,
+    bench: fn(&mut Group<'_>, &Fixture, &Entry),
+    block: fn(&Fixture, &Entry, u64) -> Duration,
+}
+
+fn entry<C: Contender>(name: &'static str, mode: Mode, select: bool) -> Entry {
+    Entry {
+        name,
+        mode,
+        select,
+        bench: bench::<C>,
+        block: block::<C>,
+    }
+}
+
+/// Every contender, in the order criterion runs them.
+fn contenders() -> Vec<Entry> {
+    use Mode::{Edge, Level};
+    vec![
+        entry::<Evmux<SelectPoller>>("evmux-select", Level, true),
+        entry::<RawSelect>("raw-select", Level, true),
+        entry::<Evmux<PollPoller>>("evmux-poll", Level, false),
+        entry::<RawPoll>("raw-poll", Level, false),
+        entry::<Evmux<EpollPoller>>("evmux-epoll-level", Level, false),
+        entry::<RawEpoll>("raw-epoll-level", Level, false),
+        entry::<Evmux<EpollPoller>>("evmux-epoll-edge", Edge, false),
+        entry::<RawEpoll>("raw-epoll-edge", Edge, false),
+        entry::<Mio>("mio-edge", Edge, false),
+        entry::<Polling>("polling-level", Level, false),
+        entry::<Polling>("polling-edge", Edge, false),
+    ]
+}
+
+/// Criterion measures one contender at one N.
+fn bench<C: Contender>(g: &mut Group<'_>, fx: &Fixture, e: &Entry) {
+    let mut c = C::start(fx, e.mode);
+    let id = BenchmarkId::new(e.name, fx.active());
+    g.bench_function(id, |b| b.iter(|| c.round_trip(fx)));
+    c.stop(fx);
+}
+
+/// Times `iters` round trips of one contender (after a short warm-up).
+fn block<C: Contender>(fx: &Fixture, e: &Entry, iters: u64) -> Duration {
+    let mut c = C::start(fx, e.mode);
+    for _ in 0..WARM_ITERS {
+        c.round_trip(fx);
+    }
+    let start = Instant::now();
+    for _ in 0..iters {
+        c.round_trip(fx);
+    }
+    let took = start.elapsed();
+    c.stop(fx);
+    took
+}
+
+/// The contenders that can run on `fx`; says where select stops.
+fn runnable(fx: &Fixture) -> Vec<Entry> {
     let max_fd = fx.max_fd();
-    if usize::try_from(max_fd).is_ok_and(|fd| fd < libc::FD_SETSIZE) {
-        bench_evmux::<SelectPoller>(g, fx, "evmux-select", Trigger::Level);
-        bench_raw_select(g, fx);
-    } else {
+    let select_fits = fits_select(max_fd);
+    if !select_fits {
         eprintln!(
-            "select stops before N={n}: its fds reach {max_fd}, FD_SETSIZE is {}",
+            "select stops before N={}: its fds reach {max_fd}, FD_SETSIZE is {}",
+            fx.active(),
             libc::FD_SETSIZE
         );
     }
-    bench_evmux::<PollPoller>(g, fx, "evmux-poll", Trigger::Level);
-    bench_raw_poll(g, fx);
-    bench_evmux::<EpollPoller>(g, fx, "evmux-epoll-level", Trigger::Level);
-    bench_raw_epoll(g, fx, "raw-epoll-level", false);
-    bench_evmux::<EpollPoller>(g, fx, "evmux-epoll-edge", Trigger::Edge);
-    bench_raw_epoll(g, fx, "raw-epoll-edge", true);
-    bench_mio(g, fx);
-    bench_polling(g, fx, "polling-level", polling::PollMode::Level);
-    bench_polling(g, fx, "polling-edge", polling::PollMode::Edge);
+    let all = contenders().into_iter();
+    all.filter(|e| select_fits || !e.select).collect()
 }
 
-fn idle_round_trip(c: &mut Criterion) {
+/// The fixtures the fd limit can hold, one N at a time.
+fn for_each_size(mut f: impl FnMut(&Fixture)) {
     let limit = raise_fd_limit().expect("raise RLIMIT_NOFILE");
-    let mut g = c.benchmark_group("idle_round_trip");
     for n in SIZES {
         let need = 2 * n as u64 + SPARE_FDS;
         if need > limit {
             eprintln!("skipping N={n}: needs about {need} fds, RLIMIT_NOFILE allows {limit}");
             continue;
         }
-        let fx = Fixture::new(n).expect("create socket pairs");
-        bench_size(&mut g, &fx);
+        f(&Fixture::new(n).expect("create socket pairs"));
     }
+}
+
+fn idle_round_trip(c: &mut Criterion) {
+    let mut g = c.benchmark_group("idle_round_trip");
+    for_each_size(|fx| {
+        for e in runnable(fx) {
+            (e.bench)(&mut g, fx, &e);
+        }
+    });
     g.finish();
+}
+
+/// The A/B mode (`EVMUX_INTERLEAVED=ROUNDS`): every contender runs a short
+/// block in turn, round after round, so a change in machine load hits all
+/// of them alike; prints the median ns per round trip of each and writes
+/// them to `target/idle_interleaved.tsv` for `plot_idle.py --tsv`.
+fn interleaved(rounds: usize) {
+    let mut rows = String::from("contender\tn\tmedian_ns\tmin_ns\tmax_ns\n");
+    for_each_size(|fx| {
+        let entries = runnable(fx);
+        let iters: Vec<u64> = entries.iter().map(|e| calibrate(fx, e)).collect();
+        let mut ns = vec![Vec::with_capacity(rounds); entries.len()];
+        for r in 0..rounds {
+            for k in 0..entries.len() {
+                let i = (k + r) % entries.len();
+                let took = (entries[i].block)(fx, &entries[i], iters[i]);
+                ns[i].push(took.as_nanos() as f64 / iters[i] as f64);
+            }
+        }
+        for (e, mut xs) in entries.iter().zip(ns) {
+            xs.sort_by(f64::total_cmp);
+            let (lo, mid, hi) = (xs[0], xs[xs.len() / 2], xs[xs.len() - 1]);
+            let n = fx.active();
+            println!(
+                "{:<18} N={n:<5} {mid:>12.0} ns (min {lo:.0}, max {hi:.0})",
+                e.name
+            );
+            rows += &format!("{}\t{n}\t{mid:.1}\t{lo:.1}\t{hi:.1}\n", e.name);
+        }
+    });
+    let path = "target/idle_interleaved.tsv";
+    match std::fs::write(path, rows) {
+        Ok(()) => println!("written to {path}"),
+        Err(e) => eprintln!("cannot write {path}: {e}"),
+    }
+}
+
+/// Round trips per block: about BLOCK of work, at least 20.
+fn calibrate(fx: &Fixture, e: &Entry) -> u64 {
+    let probe = (e.block)(fx, e, 50);
+    let per = probe.as_nanos().max(1) / 50;
+    (BLOCK.as_nanos() / per).clamp(20, 1_000_000) as u64
 }
 
 fn config() -> Criterion {
@@ -358,4 +589,15 @@ criterion_group! {
     config = config();
     targets = idle_round_trip
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Some(rounds) = std::env::var("EVMUX_INTERLEAVED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        interleaved(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -77,6 +77,17 @@ def load_group(root, group, baselines):
     return out
 
 
+def load_tsv(path):
+    """{contender: {n: [median_ns]}} from the interleaved mode's file."""
+    out = {}
+    with open(path) as f:
+        next(f)
+        for line in f:
+            name, n, mid = line.split("\t")[:3]
+            out.setdefault(name, {})[int(n)] = [float(mid)]
+    return out
+
+
 def median(xs):
     xs = sorted(xs)
     mid = len(xs) // 2
@@ -225,14 +236,23 @@ def main():
     ap.add_argument("--baselines", default="new",
                     help="comma-separated criterion baselines (runs saved with "
                          "--save-baseline NAME); each figure is the median over them")
+    ap.add_argument("--tsv", help="read the interleaved mode's medians "
+                    "(EVMUX_INTERLEAVED=ROUNDS cargo bench --bench idle_connections) "
+                    "instead of criterion's output")
     args = ap.parse_args()
     baselines = args.baselines.split(",")
-    runs = load_group(args.criterion, "idle_round_trip", baselines)
+    if args.tsv:
+        runs = load_tsv(args.tsv)
+        baselines = [f"interleaved blocks from {args.tsv}"]
+    else:
+        runs = load_group(args.criterion, "idle_round_trip", baselines)
     if not runs:
         sys.exit(f"no idle_round_trip results under {args.criterion}; "
                  "run cargo bench --bench idle_connections first")
     data, spread = collapse(runs)
-    reg, reg_spread = collapse(load_group(args.criterion, "register_modify_deregister", baselines))
+    reg_runs = {} if args.tsv else load_group(
+        args.criterion, "register_modify_deregister", baselines)
+    reg, reg_spread = collapse(reg_runs)
     sizes = sorted({n for d in data.values() for n in d})
     title = "One readiness round trip with N idle connections"
     os.makedirs(os.path.dirname(args.svg) or ".", exist_ok=True)
