@@ -124,10 +124,10 @@ def ratio(data, a, b, n):
     return f"{x / y:.2f}x" if x and y else "-"
 
 
-def print_tables(data, reg):
+def print_tables(data, reg, stat):
     sizes = sorted({n for d in data.values() for n in d})
     names = [c[0] for c in CONTENDERS if c[0] in data]
-    print("### Idle connections: ns per round trip (mean)\n")
+    print(f"### Idle connections: ns per round trip ({stat})\n")
     print(table(data, names, sizes, lambda c, n: fmt_ns(data[c][n]) if n in data[c] else "-"))
     print("\n### evmux against the raw system call floor (lower is better, 1.00x = floor)\n")
     rows = [f"{a} / {b}" for a, b in FLOORS]
@@ -258,9 +258,14 @@ def main():
     os.makedirs(os.path.dirname(args.svg) or ".", exist_ok=True)
     with open(args.svg, "w") as f:
         f.write(svg(data, sizes, title))
-    print(f"Median of the mean over {len(baselines)} run(s) ({', '.join(baselines)}); "
-          f"widest run-to-run spread: {spread:.2f}x idle, {reg_spread:.2f}x registration.\n")
-    print_tables(data, reg)
+    if args.tsv:
+        print(f"Median of the interleaved blocks in {args.tsv}.\n")
+    else:
+        print(f"Median of criterion's mean over {len(baselines)} run(s) "
+              f"({', '.join(baselines)}); widest run-to-run spread: "
+              f"{spread:.2f}x idle, {reg_spread:.2f}x registration.\n")
+    stat = "median block" if args.tsv else "mean"
+    print_tables(data, reg, stat)
     print(f"\n(chart written to {args.svg})", file=sys.stderr)
 
 
