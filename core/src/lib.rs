@@ -21,9 +21,9 @@ pub use event::{Event, Events, Readiness};
 pub use interest::{Interest, Trigger};
 pub use poller::Poller;
 pub use sys::{
-    already_registered, beyond_capacity, check_token, cvt, interrupted_is_empty, not_registered,
-    set_nonblocking, timeout_ms, timeout_timeval, unsupported_trigger, waker_exists, IsMinusOne,
-    MAX_WAIT_MS,
+    already_registered, beyond_capacity, check_token, check_trigger, cvt, interrupted_is_empty,
+    not_registered, set_nonblocking, timeout_ms, timeout_timeval, unsupported_trigger,
+    waker_exists, IsMinusOne, MAX_WAIT_MS,
 };
 pub use token::Token;
 pub use waker::{Waker, WakerSource};

@@ -161,6 +161,20 @@ pub fn unsupported_trigger(backend: &str, trigger: Trigger) -> io::Error {
     )
 }
 
+/// Checks that backend `P` can deliver `trigger`, in the words every
+/// backend uses.
+///
+/// # Errors
+///
+/// [`unsupported_trigger`] when `P::supports_trigger(trigger)` is false.
+pub fn check_trigger<P: crate::Poller>(trigger: Trigger) -> io::Result<()> {
+    if P::supports_trigger(trigger) {
+        Ok(())
+    } else {
+        Err(unsupported_trigger(P::NAME, trigger))
+    }
+}
+
 /// `ErrorKind::AlreadyExists`: `fd` is registered already.
 pub fn already_registered(fd: RawFd) -> io::Error {
     io::Error::new(

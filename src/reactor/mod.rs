@@ -432,8 +432,6 @@ fn pick_trigger<P: Poller>(asked: Option<Trigger>) -> std::io::Result<Trigger> {
         None if P::supports_trigger(Trigger::Edge) => Trigger::Edge,
         None => Trigger::Level,
     };
-    if !P::supports_trigger(trigger) {
-        return Err(evmux_core::unsupported_trigger(P::NAME, trigger));
-    }
+    evmux_core::check_trigger::<P>(trigger)?;
     Ok(trigger)
 }

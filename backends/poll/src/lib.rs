@@ -54,9 +54,9 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
 use evmux_core::{
-    already_registered, check_token, cvt, interrupted_is_empty, not_registered, timeout_ms,
-    unsupported_trigger, waker_exists, Event, Events, Interest, Poller, Readiness, Token, Trigger,
-    Waker, WakerSource,
+    already_registered, check_token, check_trigger, cvt, interrupted_is_empty, not_registered,
+    timeout_ms, waker_exists, Event, Events, Interest, Poller, Readiness, Token, Trigger, Waker,
+    WakerSource,
 };
 
 /// `POLLRDHUP` where the kernel has it; elsewhere nothing is asked or seen.
@@ -227,7 +227,7 @@ impl Poller for PollPoller {
         trigger: Trigger,
     ) -> io::Result<()> {
         check_token(token)?;
-        check_trigger(trigger)?;
+        check_trigger::<PollPoller>(trigger)?;
         let fd = fd.as_fd().as_raw_fd();
         if fd < 0 {
             return Err(io::Error::new(
@@ -256,7 +256,7 @@ impl Poller for PollPoller {
         trigger: Trigger,
     ) -> io::Result<()> {
         check_token(token)?;
-        check_trigger(trigger)?;
+        check_trigger::<PollPoller>(trigger)?;
         let fd = fd.as_fd().as_raw_fd();
         let pos = self.find(fd).ok_or_else(|| not_registered(fd))?;
         self.slots[pos] = Slot {
@@ -325,14 +325,6 @@ impl Poller for PollPoller {
 }
 
 /// Refuses what poll cannot deliver (edge triggering).
-fn check_trigger(trigger: Trigger) -> io::Result<()> {
-    if PollPoller::supports_trigger(trigger) {
-        Ok(())
-    } else {
-        Err(unsupported_trigger(PollPoller::NAME, trigger))
-    }
-}
-
 /// The `events` mask for `interest`; empty interest asks for nothing, and
 /// poll still reports errors and hang-ups.
 fn interest_to_poll(interest: Interest) -> libc::c_short {

@@ -67,8 +67,8 @@ use std::ptr;
 use std::time::Duration;
 
 use evmux_core::{
-    already_registered, beyond_capacity, check_token, cvt, interrupted_is_empty, not_registered,
-    timeout_timeval, unsupported_trigger, waker_exists, Event, Events, Interest, Poller, Readiness,
+    already_registered, beyond_capacity, check_token, check_trigger, cvt, interrupted_is_empty,
+    not_registered, timeout_timeval, waker_exists, Event, Events, Interest, Poller, Readiness,
     Token, Trigger, Waker, WakerSource,
 };
 
@@ -275,7 +275,7 @@ impl Poller for SelectPoller {
         trigger: Trigger,
     ) -> io::Result<()> {
         check_token(token)?;
-        check_trigger(trigger)?;
+        check_trigger::<SelectPoller>(trigger)?;
         let raw = fd.as_fd().as_raw_fd();
         let slot = Slot::checked(raw)?;
         if self.index[slot.index()].is_some() {
@@ -299,7 +299,7 @@ impl Poller for SelectPoller {
         trigger: Trigger,
     ) -> io::Result<()> {
         check_token(token)?;
-        check_trigger(trigger)?;
+        check_trigger::<SelectPoller>(trigger)?;
         let raw = fd.as_fd().as_raw_fd();
         let i = self.find(raw).ok_or_else(|| not_registered(raw))?;
         let entry = &mut self.entries[i];
@@ -356,14 +356,6 @@ impl Poller for SelectPoller {
         });
         self.waker = Some(source);
         Ok(waker)
-    }
-}
-
-fn check_trigger(trigger: Trigger) -> io::Result<()> {
-    if SelectPoller::supports_trigger(trigger) {
-        Ok(())
-    } else {
-        Err(unsupported_trigger(SelectPoller::NAME, trigger))
     }
 }
 
