@@ -57,7 +57,8 @@ pub struct Probe {
 /// The calculator handler. Frames: `a+b` / `a-b` / `a*b` (reply: the
 /// result), `Q` (close now), `STOP` (stop the reactor), `NAME n` (remember
 /// this connection as `n`, reply `OK`), `KILL n` (close the connection
-/// named `n` through `Control::close`, reply `OK`); anything else: `ERR`.
+/// named `n` through `Control::close`, reply `OK`), `CPU` (reply: this
+/// process's CPU time so far, in microseconds); anything else: `ERR`.
 #[derive(Default)]
 pub struct Calc {
     /// Every close, in order.
@@ -125,6 +126,10 @@ impl Handler for Calc {
         match frame {
             b"Q" => conn.close(),
             b"STOP" => conn.control().stop(),
+            b"CPU" => {
+                let micros = cpu_time().as_micros().to_string();
+                Calc::reply(conn, micros.as_bytes());
+            }
             _ if frame.starts_with(b"NAME ") => {
                 self.names.insert(frame[5..].to_vec(), conn.id());
                 Calc::reply(conn, b"OK");
@@ -319,22 +324,32 @@ impl Client {
     /// timeout or on bytes left over at EOF.
     #[track_caller]
     pub fn reply(&mut self) -> Reply {
+        match self.try_reply() {
+            Ok(reply) => reply,
+            Err(e) => panic!("waiting for a reply: {e}"),
+        }
+    }
+
+    /// Like [`reply`](Client::reply), but a timeout (or another error that
+    /// is not a reset) is returned instead of panicking.
+    #[track_caller]
+    pub fn try_reply(&mut self) -> io::Result<Reply> {
         loop {
             if let Some(at) = self.buf.iter().position(|&b| b == b'X') {
                 let frame: Vec<u8> = self.buf.drain(..=at).collect();
                 let text = String::from_utf8_lossy(&frame[..at]).into_owned();
-                return Reply::Frame(text);
+                return Ok(Reply::Frame(text));
             }
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     assert!(self.buf.is_empty(), "EOF inside a reply: {:?}", self.buf);
-                    return Reply::Closed;
+                    return Ok(Reply::Closed);
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_reset(&e) => return Reply::Closed,
-                Err(e) => panic!("waiting for a reply: {e}"),
+                Err(e) if is_reset(&e) => return Ok(Reply::Closed),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -397,6 +412,18 @@ pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: i32) -> io::Result<TcpStre
     };
     evmux::cvt(ret)?;
     Ok(TcpStream::from(fd))
+}
+
+/// Bytes written to `stream` that the peer has not acknowledged yet
+/// (`SIOCOUTQ`): zero once everything, and a FIN after it, can go out.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn unsent_bytes(stream: &TcpStream) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer, and
+    // `n` outlives the call; the fd is open for the life of `stream`.
+    let ret = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    evmux::cvt(ret)?;
+    Ok(n as usize)
 }
 
 fn set_int_opt(fd: &OwnedFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
