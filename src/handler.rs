@@ -49,6 +49,10 @@ pub(crate) struct Shared {
     pub stats: Stats,
     pub stop: bool,
     pub to_close: Vec<ConnId>,
+    /// Payloads for `Control::send`: the bytes back to back, and where each
+    /// one ends, with its connection.
+    pub outbox: Vec<u8>,
+    pub outbox_ends: Vec<(ConnId, usize)>,
     pub now: Option<Instant>,
 }
 
@@ -83,6 +87,17 @@ impl Control<'_> {
     /// with [`CloseReason::ClosedByHandler`]. Unknown ids are ignored.
     pub fn close(&mut self, id: ConnId) {
         self.shared.to_close.push(id);
+    }
+
+    /// Sends `payload` as one frame to connection `id` (another one, or the
+    /// current one from a timer): encoded by that connection's codec and
+    /// queued behind what it already has, after the current callback
+    /// returns. Frames sent to one connection keep their order. Unknown or
+    /// closed ids are ignored, as is a payload its codec refuses (logged).
+    pub fn send(&mut self, id: ConnId, payload: &[u8]) {
+        self.shared.outbox.extend_from_slice(payload);
+        let end = self.shared.outbox.len();
+        self.shared.outbox_ends.push((id, end));
     }
 
     /// Stops the reactor as a [`StopHandle`](crate::StopHandle) would.

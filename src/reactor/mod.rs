@@ -260,7 +260,8 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
 
     fn wait_timeout(&self) -> Option<Duration> {
         let carry_over = !self.ready.is_empty() || self.listeners.iter().any(|l| l.ready);
-        if carry_over || !self.shared.to_close.is_empty() {
+        let requests = !self.shared.to_close.is_empty() || !self.shared.outbox_ends.is_empty();
+        if carry_over || requests {
             return Some(Duration::ZERO);
         }
         let now = self.shared.now();
@@ -360,13 +361,51 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         }
     }
 
-    /// Carries out what handlers asked through [`Control`]: closes by id.
+    /// Carries out what handlers asked through [`Control`]: sends, then
+    /// closes, by id.
     fn apply_requests<H: Handler>(&mut self, handler: &mut H) {
+        self.deliver_outbox(handler);
         while let Some(id) = self.shared.to_close.pop() {
             let (key, gen) = key_of(id);
             if self.is_live(key, gen) {
                 self.close(key, CloseReason::ClosedByHandler, handler);
             }
+        }
+    }
+
+    /// Encodes each payload queued by [`Control::send`] with its
+    /// connection's codec and writes it like a reply.
+    fn deliver_outbox<H: Handler>(&mut self, handler: &mut H) {
+        if self.shared.outbox_ends.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.shared.outbox);
+        let ends = std::mem::take(&mut self.shared.outbox_ends);
+        let mut start = 0;
+        for &(id, end) in &ends {
+            let payload = &bytes[start..end];
+            start = end;
+            let (key, gen) = key_of(id);
+            if !self.is_live(key, gen) {
+                continue;
+            }
+            let conn = &mut self.conns[key];
+            if conn.flags.close.is_some() || conn.flags.drain_then_close {
+                continue;
+            }
+            match conn.codec.encode(payload, &mut self.out) {
+                Ok(()) => self.shared.stats.frames_out += 1,
+                Err(e) => log::warn!("{id}: send: {e}"),
+            }
+            self.finish(key, handler);
+        }
+        // Give the allocations back, unless a callback run from here (a
+        // resumed connection's frames) queued new sends meanwhile.
+        if self.shared.outbox_ends.is_empty() {
+            self.shared.outbox = bytes;
+            self.shared.outbox.clear();
+            self.shared.outbox_ends = ends;
+            self.shared.outbox_ends.clear();
         }
     }
 
