@@ -506,6 +506,12 @@ fn child_server<P: Poller>(trigger: Trigger) {
     let config = base_config().trigger(trigger);
     let mut reactor = Reactor::<P, _>::new(codec(), config).expect("reactor");
     let addr = reactor.listen("127.0.0.1:0").expect("listen");
+    // Never outlive a parent that died without sending STOP.
+    let stop = reactor.stop_handle();
+    thread::spawn(move || {
+        thread::sleep(Duration::from_secs(60));
+        let _ = stop.stop();
+    });
     println!("\nEVMUX-PORT {}", addr.port());
     std::io::stdout().flush().expect("flush");
     reactor.run(&mut Calc::default()).expect("run");
