@@ -80,7 +80,11 @@ impl Control<'_> {
 
     /// Cancels a timer; true if it was still pending.
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.shared.user_timers.remove(&timer).is_some()
+        let pending = self.shared.user_timers.remove(&timer).is_some();
+        if pending {
+            self.shared.timers.mark_stale();
+        }
+        pending
     }
 
     /// Closes another connection (or this one) after the current callback,

@@ -5,7 +5,10 @@
 //! connection that has been active since its idle entry was pushed is
 //! recognised when its entry pops (its generation no longer matches, or its
 //! real deadline is later) and is dropped or pushed again. Activity therefore
-//! costs one timestamp store, not a heap operation per read.
+//! costs one timestamp store, not a heap operation per read. Entries made
+//! stale by closes and cancels are counted; once they outnumber the live
+//! ones the heap is rebuilt without them (O(n), amortised over the n/2
+//! closes that made them), so connection churn cannot grow it unbounded.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -39,6 +42,8 @@ struct Entry {
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<Entry>>,
     seq: u64,
+    /// Entries known to be dead (closed connection, cancelled timer).
+    stale: usize,
 }
 
 impl Timers {
@@ -52,6 +57,22 @@ impl Timers {
         }));
     }
 
+    /// Notes that one entry has gone dead without being removed.
+    pub(crate) fn mark_stale(&mut self) {
+        self.stale += 1;
+    }
+
+    /// Once dead entries outnumber the live ones (and there are enough to
+    /// matter), rebuilds the heap with only the entries `live` keeps.
+    pub(crate) fn compact(&mut self, live: impl FnMut(&Due) -> bool) {
+        if self.stale < 1024 || self.stale * 2 < self.heap.len() {
+            return;
+        }
+        let mut live = live;
+        self.heap.retain(|Reverse(e)| live(&e.due));
+        self.stale = 0;
+    }
+
     /// The earliest deadline, if any.
     pub(crate) fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse(e)| e.at)
@@ -62,7 +83,9 @@ impl Timers {
         if self.next()? > now {
             return None;
         }
-        self.heap.pop().map(|Reverse(e)| (e.at, e.due))
+        let popped = self.heap.pop().map(|Reverse(e)| (e.at, e.due));
+        self.stale = self.stale.min(self.heap.len());
+        popped
     }
 
     /// How many entries are pending (live or stale).
@@ -96,6 +119,24 @@ mod tests {
         assert_eq!(t.pop_due(later).unwrap().1, Due::Listener(0));
         assert!(t.pop_due(later).is_none());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn compaction_drops_dead_entries_once_they_dominate() {
+        let mut t = Timers::default();
+        let at = Instant::now() + Duration::from_secs(60);
+        for key in 0..3000 {
+            t.push(at, Due::Idle { key, gen: 1 });
+        }
+        // 1,000 dead of 3,000: not yet worth a rebuild.
+        (0..1000).for_each(|_| t.mark_stale());
+        t.compact(|d| matches!(d, Due::Idle { key, .. } if *key >= 1000));
+        assert_eq!(t.len(), 3000);
+        // 2,000 dead: rebuilt with the live ones only.
+        (0..1000).for_each(|_| t.mark_stale());
+        t.compact(|d| matches!(d, Due::Idle { key, .. } if *key >= 2000));
+        assert_eq!(t.len(), 1000);
+        assert!(t.pop_due(at).is_some());
     }
 
     #[test]

@@ -264,7 +264,9 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         if carry_over || requests {
             return Some(Duration::ZERO);
         }
-        let now = self.shared.now();
+        // The clock now, not the turn's start: the turn's work must not
+        // make timers late.
+        let now = Instant::now();
         let timer = self.shared.timers.timeout(now);
         let grace = self.stopping.map(|d| d.saturating_duration_since(now));
         match (timer, grace) {
@@ -343,6 +345,17 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
                 Due::Listener(i) => self.resume_listener(i),
             }
         }
+    }
+
+    /// Drops heap entries of closed connections and cancelled timers once
+    /// they outnumber the live ones.
+    fn compact_timers(&mut self) {
+        let (conns, user) = (&self.conns, &self.shared.user_timers);
+        self.shared.timers.compact(|due| match *due {
+            Due::Idle { key, gen } => conns.get(key).is_some_and(|c| key_of(c.id).1 == gen),
+            Due::User(id) => user.contains_key(&id),
+            Due::Listener(_) => true,
+        });
     }
 
     fn check_idle<H: Handler>(&mut self, key: usize, gen: u32, handler: &mut H) {
@@ -454,6 +467,10 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         drop((input, output, codec));
         self.shared.stats.account(held, 0);
         self.shared.stats.count_close(reason);
+        if self.config.idle_timeout.is_some() {
+            self.shared.timers.mark_stale();
+            self.compact_timers();
+        }
         log::debug!("{id}: closed: {reason}");
         handler.on_close(id, reason);
     }
