@@ -2,7 +2,10 @@
 # End-to-end echo benchmark: each evmux backend's echo server against a
 # single-threaded tokio echo server, under examples/loadgen.rs, in
 # alternation (several rounds, medians), with C connections and with C plus
-# IDLE idle connections (select: as many as fit below FD_SETSIZE). Where
+# IDLE idle connections (select: as many as fit below FD_SETSIZE). The
+# "vs tokio" column is the median over rounds of each round's own ratio,
+# which holds up better than absolute figures when the machine's load
+# drifts (each round runs every server back to back). Where
 # redis-server and redis-benchmark are installed, it also compares
 # examples/ping.rs with redis-server under
 # `redis-benchmark -t ping_inline -c 50 -P 16`.
@@ -18,8 +21,8 @@
 # Everything talks to 127.0.0.1 only; every run is bounded in time.
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3}          # rounds; each runs every server once
-DURATION=${DURATION:-5}      # measured seconds per run
+ROUNDS=${ROUNDS:-5}          # rounds; each runs every server once
+DURATION=${DURATION:-3}      # measured seconds per run
 WARMUP=${WARMUP:-1}          # unmeasured seconds before each run
 CONNS=${CONNS:-100}          # active connections
 PIPELINE=${PIPELINE:-16}     # requests in flight per connection
@@ -124,9 +127,9 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 FAILED=0
 
-# run_echo SCENARIO SERVER IDLE: one loadgen run; appends a results row.
+# run_echo ROUND SCENARIO SERVER IDLE: one loadgen run; appends a row.
 run_echo() {
-    local scenario=$1 server=$2 idle=$3
+    local round=$1 scenario=$2 server=$3 idle=$4
     # shellcheck disable=SC2046
     start_server "$server" $(server_cmd "$server") --addr 127.0.0.1:0
     local rc=0
@@ -146,9 +149,9 @@ run_echo() {
     [ "$rc" -ne 0 ] && FAILED=1
     local field
     field() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$server" "$idle" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$server" "$idle" \
         "$(field rps)" "$(field p50_us)" "$(field p99_us)" "$(field p999_us)" \
-        "$(field errors)" "$(field idle_closed)" >>"$RESULTS"
+        "$(field errors)" "$(field idle_closed)" "$round" >>"$RESULTS"
     echo "e2e: $scenario $server: $(field rps) requests/s, errors $(field errors)" >&2
 }
 
@@ -156,11 +159,13 @@ for round in $(seq "$ROUNDS"); do
     # Rotate the order each round, so no server always runs first.
     n=${#SERVERS[@]}
     for k in $(seq 0 $((n - 1))); do
+        run_echo "$round" "C=$CONNS" "${SERVERS[$(((k + round) % n))]}" 0
+    done
+    for k in $(seq 0 $((n - 1))); do
         server=${SERVERS[$(((k + round) % n))]}
-        run_echo "C=$CONNS" "$server" 0
         idle=$IDLE
         [ "$server" = select ] && idle=$SELECT_IDLE
-        run_echo "C=$CONNS+idle" "$server" "$idle"
+        run_echo "$round" "C=$CONNS+idle" "$server" "$idle"
     done
 done
 
@@ -177,7 +182,10 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null &
     command -v redis-cli >/dev/null; then
     REDIS_PORT=${REDIS_PORT:-16379}
     for round in $(seq "$ROUNDS"); do
-        for who in evmux-ping redis-server; do
+        # Alternate which goes first.
+        order="evmux-ping redis-server"
+        [ $((round % 2)) -eq 0 ] && order="redis-server evmux-ping"
+        for who in $order; do
             if [ "$who" = redis-server ]; then
                 "${SERVER_CPU[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
                     --save '' --appendonly no --daemonize no \
@@ -194,7 +202,8 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null &
             fi
             rps=$(redis_bench "$PORT")
             stop_server
-            printf '%s\t%s\n' "$who" "${rps:-0}" >>"$REDIS_RESULTS"
+            printf '%s\t%s\t%s\n' "$who" "${rps:-0}" "$round" >>"$REDIS_RESULTS"
+            [ -z "$rps" ] && FAILED=1
             echo "e2e: ping_inline $who: ${rps:-failed} requests/s" >&2
         done
     done
@@ -208,7 +217,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "## End-to-end echo ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
     echo
     echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r). Pinning: $PINNING."
-    echo "Load: \`loadgen --mode echo --connections $CONNS --pipeline $PIPELINE --size $SIZE --duration $DURATION --warmup $WARMUP\`; median of $ROUNDS rounds, servers in rotating order. select holds $SELECT_IDLE idle connections (FD_SETSIZE), the others $IDLE."
+    echo "Load: \`loadgen --mode echo --connections $CONNS --pipeline $PIPELINE --size $SIZE --duration $DURATION --warmup $WARMUP\`; median of $ROUNDS rounds, servers in rotating order; \"vs tokio\" is the median of the per-round ratios. select holds $SELECT_IDLE idle connections (FD_SETSIZE), the others $IDLE."
     echo
     echo "| scenario | server | idle | requests/s | vs tokio | p50 µs | p99 µs | p999 µs | errors | idle closed |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -224,19 +233,23 @@ mkdir -p "$(dirname "$OUT")"
             if (!(k in idle)) { order[++rows] = k }
             idle[k] = $3; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5
             p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
-            err[k] += $8; closed[k] += $9
+            err[k] += $8; closed[k] += $9; by_round[k, $10] = $4; rounds[$10] = 1
             if (!($1 in seen)) { seen[$1] = 1; scen[++nscen] = $1 }
         }
         END {
             ns = split(servers, sv, " ")
             for (s = 1; s <= nscen; s++) {
                 tok = scen[s] SUBSEP "tokio"
-                base = (tok in idle) ? median(rps[tok]) : 0
                 for (v = 1; v <= ns; v++) {
                     k = scen[s] SUBSEP sv[v]
                     if (!(k in idle)) continue
                     r = median(rps[k])
-                    ratio = base > 0 ? sprintf("%.2fx", r / base) : "-"
+                    # The median of this round / tokio, round by round.
+                    ratios = ""
+                    for (rd in rounds)
+                        if (((k, rd) in by_round) && ((tok, rd) in by_round) && by_round[tok, rd] > 0)
+                            ratios = ratios " " by_round[k, rd] / by_round[tok, rd]
+                    ratio = ratios != "" ? sprintf("%.2fx", median(ratios)) : "-"
                     printf "| %s | %s | %d | %.0f | %s | %.0f | %.0f | %.0f | %d | %d |\n",
                         scen[s], sv[v], idle[k], r, ratio, median(p50[k]),
                         median(p99[k]), median(p999[k]), err[k], closed[k]
@@ -247,7 +260,7 @@ mkdir -p "$(dirname "$OUT")"
     if [ -n "$REDIS_NOTE" ]; then
         echo "$REDIS_NOTE"
     else
-        echo "Redis: \`redis-benchmark -t ping_inline -c 50 -P 16 -n $REDIS_REQUESTS\` (pinned like the load generator), median of $ROUNDS rounds."
+        echo "Redis: \`redis-benchmark -t ping_inline -c 50 -P 16 -n $REDIS_REQUESTS\` (pinned like the load generator), median of $ROUNDS rounds; \"vs redis-server\" is the median of the per-round ratios."
         echo
         echo "| server | requests/s | vs redis-server |"
         echo "|---|---:|---:|"
@@ -258,14 +271,16 @@ mkdir -p "$(dirname "$OUT")"
                     if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
                 return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
             }
-            { v[$1] = v[$1] " " $2 }
+            { v[$1] = v[$1] " " $2; at[$1, $3] = $2; rounds[$3] = 1 }
             END {
-                base = median(v["redis-server"])
                 n = split("evmux-ping redis-server", who, " ")
                 for (i = 1; i <= n; i++) {
-                    m = median(v[who[i]])
-                    ratio = base > 0 ? sprintf("%.2fx", m / base) : "-"
-                    printf "| %s | %.0f | %s |\n", who[i], m, ratio
+                    ratios = ""
+                    for (rd in rounds)
+                        if (at["redis-server", rd] > 0)
+                            ratios = ratios " " at[who[i], rd] / at["redis-server", rd]
+                    ratio = ratios != "" ? sprintf("%.2fx", median(ratios)) : "-"
+                    printf "| %s | %.0f | %s |\n", who[i], median(v[who[i]]), ratio
                 }
             }' "$REDIS_RESULTS"
     fi

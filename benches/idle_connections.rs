@@ -537,30 +537,41 @@ fn idle_round_trip(c: &mut Criterion) {
 
 /// The A/B mode (`EVMUX_INTERLEAVED=ROUNDS`): every contender runs a short
 /// block in turn, round after round, so a change in machine load hits all
-/// of them alike; prints the median ns per round trip of each and writes
-/// them to `target/idle_interleaved.tsv` for `plot_idle.py --tsv`.
+/// of them alike. Each contender also runs, in the same rotation, on a
+/// fixture with no idle pairs, so "N against N=0" is measured in one time
+/// window too. Prints the median ns per round trip and writes the figures
+/// to `target/idle_interleaved.tsv` for `plot_idle.py --tsv`.
 fn interleaved(rounds: usize) {
-    let mut rows = String::from("contender\tn\tmedian_ns\tmin_ns\tmax_ns\n");
+    let mut rows = String::from("contender\tn\tmedian_ns\tmin_ns\tmax_ns\tn0_median_ns\n");
+    let zero = Fixture::new(0).expect("create socket pair");
     for_each_size(|fx| {
         let entries = runnable(fx);
-        let iters: Vec<u64> = entries.iter().map(|e| calibrate(fx, e)).collect();
-        let mut ns = vec![Vec::with_capacity(rounds); entries.len()];
+        let fixtures = [fx, &zero];
+        // Slot 2i runs entry i at N, slot 2i+1 at N=0.
+        let slots: Vec<(usize, usize)> =
+            (0..entries.len()).flat_map(|i| [(i, 0), (i, 1)]).collect();
+        let iters: Vec<u64> = slots
+            .iter()
+            .map(|&(i, f)| calibrate(fixtures[f], &entries[i]))
+            .collect();
+        let mut ns = vec![Vec::with_capacity(rounds); slots.len()];
         for r in 0..rounds {
-            for k in 0..entries.len() {
-                let i = (k + r) % entries.len();
-                let took = (entries[i].block)(fx, &entries[i], iters[i]);
-                ns[i].push(took.as_nanos() as f64 / iters[i] as f64);
+            for k in 0..slots.len() {
+                let s = (k + r) % slots.len();
+                let (i, f) = slots[s];
+                let took = (entries[i].block)(fixtures[f], &entries[i], iters[s]);
+                ns[s].push(took.as_nanos() as f64 / iters[s] as f64);
             }
         }
-        for (e, mut xs) in entries.iter().zip(ns) {
-            xs.sort_by(f64::total_cmp);
-            let (lo, mid, hi) = (xs[0], xs[xs.len() / 2], xs[xs.len() - 1]);
-            let n = fx.active();
+        let n = fx.active();
+        for (i, e) in entries.iter().enumerate() {
+            let (lo, mid, hi) = spread(&mut ns[2 * i]);
+            let (_, mid0, _) = spread(&mut ns[2 * i + 1]);
+            let name = e.name;
             println!(
-                "{:<18} N={n:<5} {mid:>12.0} ns (min {lo:.0}, max {hi:.0})",
-                e.name
+                "{name:<18} N={n:<5} {mid:>12.0} ns (min {lo:.0}, max {hi:.0}; N=0 alongside {mid0:.0})"
             );
-            rows += &format!("{}\t{n}\t{mid:.1}\t{lo:.1}\t{hi:.1}\n", e.name);
+            rows += &format!("{name}\t{n}\t{mid:.1}\t{lo:.1}\t{hi:.1}\t{mid0:.1}\n");
         }
     });
     let path = "target/idle_interleaved.tsv";
@@ -568,6 +579,12 @@ fn interleaved(rounds: usize) {
         Ok(()) => println!("written to {path}"),
         Err(e) => eprintln!("cannot write {path}: {e}"),
     }
+}
+
+/// (min, median, max) of block timings.
+fn spread(xs: &mut [f64]) -> (f64, f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    (xs[0], xs[xs.len() / 2], xs[xs.len() - 1])
 }
 
 /// Round trips per block: about BLOCK of work, at least 20.

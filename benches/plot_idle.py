@@ -78,14 +78,19 @@ def load_group(root, group, baselines):
 
 
 def load_tsv(path):
-    """{contender: {n: [median_ns]}} from the interleaved mode's file."""
-    out = {}
+    """({contender: {n: [median_ns]}}, {contender: {n: N=0 median_ns}})
+    from the interleaved mode's file; the second holds each contender's
+    N=0 blocks timed in the same window as its N blocks."""
+    out, zero = {}, {}
     with open(path) as f:
         next(f)
         for line in f:
-            name, n, mid = line.split("\t")[:3]
-            out.setdefault(name, {})[int(n)] = [float(mid)]
-    return out
+            cols = line.rstrip("\n").split("\t")
+            name, n, mid = cols[0], int(cols[1]), float(cols[2])
+            out.setdefault(name, {})[n] = [mid]
+            if len(cols) > 5:
+                zero.setdefault(name, {})[n] = float(cols[5])
+    return out, zero
 
 
 def median(xs):
@@ -124,7 +129,7 @@ def ratio(data, a, b, n):
     return f"{x / y:.2f}x" if x and y else "-"
 
 
-def print_tables(data, reg, stat):
+def print_tables(data, reg, stat, zero):
     sizes = sorted({n for d in data.values() for n in d})
     names = [c[0] for c in CONTENDERS if c[0] in data]
     print(f"### Idle connections: ns per round trip ({stat})\n")
@@ -138,7 +143,11 @@ def print_tables(data, reg, stat):
     print("\n### N=8000 against N=0, per contender\n")
     for name in names:
         d = data[name]
-        if 0 in d and 8000 in d:
+        if 8000 in d and name in zero and 8000 in zero[name]:
+            z = zero[name][8000]
+            print(f"- {name}: {d[8000] / z:.2f}x ({fmt_ns(z)} -> {fmt_ns(d[8000])} ns, "
+                  "N=0 timed alongside)")
+        elif 0 in d and 8000 in d:
             print(f"- {name}: {d[8000] / d[0]:.2f}x ({fmt_ns(d[0])} -> {fmt_ns(d[8000])} ns)")
     if reg:
         rsizes = sorted({n for d in reg.values() for n in d})
@@ -241,8 +250,9 @@ def main():
                     "instead of criterion's output")
     args = ap.parse_args()
     baselines = args.baselines.split(",")
+    zero = {}
     if args.tsv:
-        runs = load_tsv(args.tsv)
+        runs, zero = load_tsv(args.tsv)
         baselines = [f"interleaved blocks from {args.tsv}"]
     else:
         runs = load_group(args.criterion, "idle_round_trip", baselines)
@@ -265,7 +275,7 @@ def main():
               f"({', '.join(baselines)}); widest run-to-run spread: "
               f"{spread:.2f}x idle, {reg_spread:.2f}x registration.\n")
     stat = "median block" if args.tsv else "mean"
-    print_tables(data, reg, stat)
+    print_tables(data, reg, stat, zero)
     print(f"\n(chart written to {args.svg})", file=sys.stderr)
 
 
