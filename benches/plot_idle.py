@@ -217,8 +217,8 @@ def svg(data, sizes, title):
                'idle registered connections N (log scale; 0 at the left)</text>')
     out.append(f'<text transform="translate(18,{(y0 + y1) / 2}) rotate(-90)" '
                'text-anchor="middle">time per round trip (mean, log scale)</text>')
-    ly = TOP + 10
-    for name, color, dash in CONTENDERS:
+    # Lines in reverse legend order, so select ends up on top of poll.
+    for name, color, dash in reversed(CONTENDERS):
         pts = sorted(data.get(name, {}).items())
         if not pts:
             continue
@@ -229,6 +229,11 @@ def svg(data, sizes, title):
         for n, v in pts:
             out.append(f'<circle cx="{x_of(n, sizes):.1f}" cy="{y_of(v):.1f}" r="2.5" '
                        f'fill="{color}"/>')
+    ly = TOP + 10
+    for name, color, dash in CONTENDERS:
+        if name not in data:
+            continue
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         lx = x1 + 15
         out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 30}" y2="{ly}" stroke="{color}" '
                    f'stroke-width="2"{dash_attr}/>')
