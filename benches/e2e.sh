@@ -43,7 +43,9 @@ ulimit -n "$(ulimit -Hn)"
 WORK=$(mktemp -d)
 SERVER_PID=
 cleanup() {
-    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -69,8 +71,7 @@ start_server() {
     shift
     "${SERVER_CPU[@]}" "$@" >"$WORK/server.out" 2>"$WORK/server.err" &
     SERVER_PID=$!
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         if grep -q '^listening on ' "$WORK/server.out" 2>/dev/null; then
             PORT=$(sed -n 's/^listening on [^ ]*:\([0-9]*\) .*/\1/p' "$WORK/server.out" | head -1)
             return 0
@@ -87,8 +88,7 @@ start_server() {
 
 stop_server() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true
-    local i
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
     done
@@ -103,7 +103,7 @@ select_room() {
     start_server select "$BIN/echo" --backend select --trigger level \
         --addr 127.0.0.1:0 --idle-timeout 0
     local used
-    used=$(ls "/proc/$SERVER_PID/fd" | awk '$1 < 1024' | wc -l)
+    used=$(find "/proc/$SERVER_PID/fd" -mindepth 1 -printf '%f\n' | awk '$1 < 1024' | wc -l)
     stop_server
     # Keep a few spare for the reactor's own use (its EMFILE reserve fd).
     echo $((1024 - used - 4))
@@ -147,7 +147,6 @@ run_echo() {
         return
     fi
     [ "$rc" -ne 0 ] && FAILED=1
-    local field
     field() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$server" "$idle" \
         "$(field rps)" "$(field p50_us)" "$(field p99_us)" "$(field p999_us)" \
@@ -191,7 +190,7 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null &
                     --save '' --appendonly no --daemonize no \
                     >"$WORK/redis.log" 2>&1 &
                 SERVER_PID=$!
-                for i in $(seq 100); do
+                for _ in $(seq 100); do
                     redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
                     sleep 0.1
                 done
