@@ -88,6 +88,9 @@ pub struct SelectPoller {
     index: Box<[Option<usize>]>,
     /// Highest fd in `index`, or -1 when empty.
     max_fd: RawFd,
+    /// How many fds are in `write_set`; with none, select gets a null
+    /// write set and skips copying and scanning one.
+    writers: usize,
     waker: Option<WakerSource>,
 }
 
@@ -163,7 +166,13 @@ impl SelectPoller {
     /// Puts `fd` in exactly the master sets `interest` asks for.
     fn arm(&mut self, fd: Slot, interest: Interest) {
         set_bit(&mut self.read_set, fd, interest.is_readable());
+        let was_writer = is_set(&self.write_set, fd);
         set_bit(&mut self.write_set, fd, interest.is_writable());
+        match (was_writer, interest.is_writable()) {
+            (false, true) => self.writers += 1,
+            (true, false) => self.writers -= 1,
+            _ => {}
+        }
     }
 
     /// The token events for `entry` carry: the waker's own for its entry.
@@ -223,19 +232,26 @@ impl SelectPoller {
 
     fn select(&mut self, timeout: Option<Duration>) -> io::Result<libc::c_int> {
         self.ready_read = self.read_set;
+        // With no writers the master is all zero, so the working copy reads
+        // as "nothing writable" without select touching it.
         self.ready_write = self.write_set;
+        let write_ptr = match self.writers {
+            0 => ptr::null_mut(),
+            _ => &mut self.ready_write as *mut libc::fd_set,
+        };
         let mut tv = timeout_timeval(timeout);
         let tv_ptr = tv
             .as_mut()
             .map_or(ptr::null_mut(), |t| t as *mut libc::timeval);
-        // SAFETY: both working sets are owned by `self` and live through the
-        // call; `max_fd + 1 <= FD_SETSIZE` because every fd in them passed
-        // `Slot::checked`; `tv_ptr` is null or points at `tv`, alive here.
+        // SAFETY: the working sets are owned by `self` and live through the
+        // call (`write_ptr` is null or points at one); `max_fd + 1 <=
+        // FD_SETSIZE` because every fd in them passed `Slot::checked`;
+        // `tv_ptr` is null or points at `tv`, alive here.
         cvt(unsafe {
             libc::select(
                 self.max_fd + 1,
                 &mut self.ready_read,
-                &mut self.ready_write,
+                write_ptr,
                 ptr::null_mut(),
                 tv_ptr,
             )
@@ -255,6 +271,7 @@ impl Poller for SelectPoller {
             entries: Vec::new(),
             index: vec![None; libc::FD_SETSIZE].into_boxed_slice(),
             max_fd: -1,
+            writers: 0,
             waker: None,
         })
     }

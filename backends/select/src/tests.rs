@@ -374,3 +374,41 @@ fn steady_state_wait_keeps_the_events_allocation() {
         assert_eq!(events.capacity(), cap);
     }
 }
+
+#[test]
+fn write_set_is_passed_only_while_someone_wants_writes() {
+    let mut poller = SelectPoller::new().unwrap();
+    let (a, _a2) = pair();
+    let (b, _b2) = pair();
+    poller
+        .register(&a, Token(1), Interest::READABLE, Trigger::Level)
+        .unwrap();
+    assert_eq!(poller.writers, 0);
+    let both = Interest::READABLE | Interest::WRITABLE;
+    poller
+        .register(&b, Token(2), both, Trigger::Oneshot)
+        .unwrap();
+    assert_eq!(poller.writers, 1);
+    assert_eq!(
+        wait(&mut poller, Some(Duration::ZERO)),
+        [ev(2, Readiness::WRITABLE)]
+    );
+    // The oneshot disarmed itself: no writer left, and a is still watched.
+    assert_eq!(poller.writers, 0);
+    poller.modify(&b, Token(2), both, Trigger::Level).unwrap();
+    poller
+        .modify(&a, Token(1), Interest::WRITABLE, Trigger::Level)
+        .unwrap();
+    assert_eq!(poller.writers, 2);
+    poller.deregister(&b).unwrap();
+    assert_eq!(poller.writers, 1);
+    assert_eq!(
+        wait(&mut poller, Some(Duration::ZERO)),
+        [ev(1, Readiness::WRITABLE)]
+    );
+    poller
+        .modify(&a, Token(1), Interest::READABLE, Trigger::Level)
+        .unwrap();
+    assert_eq!(poller.writers, 0);
+    assert!(wait(&mut poller, Some(Duration::ZERO)).is_empty());
+}
