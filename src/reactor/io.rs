@@ -137,34 +137,14 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         }
     }
 
-    /// Settles a connection after anything happened to it: closes it if
-    /// asked, flushes, resumes reading below the low-water mark, closes
-    /// after EOF or a graceful shutdown once output drained, and switches
-    /// poller interest to what is wanted now.
+    /// Settles a connection after anything happened to it: flushes,
+    /// resumes reading below the low-water mark, closes it if it is due
+    /// (asked, or EOF or a graceful shutdown with the output drained), and
+    /// switches poller interest to what is wanted now.
     pub(super) fn finish<H: Handler>(&mut self, key: usize, handler: &mut H) {
+        self.flush_and_resume(key, handler);
         let limits = self.limits();
-        let low_water = self.config.low_water;
-        let stopping = self.stopping.is_some();
         let conn = &mut self.conns[key];
-        loop {
-            if conn.flags.close.is_none() {
-                if let Err(e) = flush(conn, &mut self.out, &mut self.shared, limits) {
-                    conn.flags.close = Some(io_reason(&e));
-                }
-            }
-            if conn.flags.close.is_some() || !conn.flags.paused || conn.output.len() > low_water {
-                break;
-            }
-            // Drained below the low-water mark: dispatch what was held
-            // back, then read again (under edge, without waiting for an
-            // edge that already passed).
-            conn.flags.paused = false;
-            dispatch(conn, None, &mut self.out, &mut self.shared, handler, limits);
-            if self.trigger == Trigger::Edge && !conn.flags.ready && wants_read(&conn.flags) {
-                conn.flags.ready = true;
-                self.ready.push(super::key_of(conn.id));
-            }
-        }
         if let Some(reason) = conn.flags.close {
             if matches!(reason, CloseReason::FrameTooLarge | CloseReason::Malformed) {
                 // Best effort: answers to the frames before the bad one.
@@ -177,26 +157,55 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         let after = conn.buffered_after_release();
         self.shared.stats.account(conn.held, after);
         conn.held = after;
-        if let Some(reason) = settled_close(&conn.flags, conn.output.is_empty(), stopping) {
-            self.close(key, reason, handler);
-            return;
+        let stopping = self.stopping.is_some();
+        match settled_close(&conn.flags, conn.output.is_empty(), stopping) {
+            Some(reason) => self.close(key, reason, handler),
+            None => self.update_interest(key, stopping, handler),
         }
-        let want = wanted_interest(conn, stopping);
-        if want != conn.interest {
-            let token = Token(conn.id.0);
-            match self.poller.modify(&conn.stream, token, want, self.trigger) {
-                Ok(()) => conn.interest = want,
-                Err(e) => {
-                    let reason = io_reason(&e);
-                    log::warn!("{}: modify interest: {e}", conn.id);
-                    self.close(key, reason, handler);
+    }
+
+    /// Flushes; once the queue is down to the low-water mark, un-pauses,
+    /// dispatches the frames held back, and (under edge, where the edge has
+    /// passed) queues the connection to be read next turn.
+    fn flush_and_resume<H: Handler>(&mut self, key: usize, handler: &mut H) {
+        let limits = self.limits();
+        let conn = &mut self.conns[key];
+        loop {
+            if conn.flags.close.is_none() {
+                if let Err(e) = flush(conn, &mut self.out, &mut self.shared, limits) {
+                    conn.flags.close = Some(io_reason(&e));
                 }
+            }
+            let drained = conn.output.len() <= self.config.low_water;
+            if conn.flags.close.is_some() || !conn.flags.paused || !drained {
+                return;
+            }
+            conn.flags.paused = false;
+            dispatch(conn, None, &mut self.out, &mut self.shared, handler, limits);
+            if self.trigger == Trigger::Edge && !conn.flags.ready && wants_read(&conn.flags) {
+                conn.flags.ready = true;
+                self.ready.push(super::key_of(conn.id));
             }
         }
     }
-}
 
-impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
+    /// Registers the interest the connection wants now, if it changed.
+    fn update_interest<H: Handler>(&mut self, key: usize, stopping: bool, handler: &mut H) {
+        let conn = &mut self.conns[key];
+        let want = wanted_interest(conn, stopping);
+        if want == conn.interest {
+            return;
+        }
+        let token = Token(conn.id.0);
+        match self.poller.modify(&conn.stream, token, want, self.trigger) {
+            Ok(()) => conn.interest = want,
+            Err(e) => {
+                log::warn!("{}: modify interest: {e}", conn.id);
+                self.close(key, io_reason(&e), handler);
+            }
+        }
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             high_water: self.config.high_water,
