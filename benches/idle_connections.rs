@@ -47,6 +47,10 @@ use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion};
 use evmux::{EpollPoller, Events, Interest, PollPoller, Poller, SelectPoller, Token, Trigger};
 use mio::unix::SourceFd;
 
+#[path = "support/fd_limit.rs"]
+mod fd_limit;
+use fd_limit::raise_fd_limit;
+
 /// The idle connection counts.
 const SIZES: [usize; 6] = [0, 100, 500, 1000, 4000, 8000];
 /// Events buffer for every contender that takes one.
@@ -112,21 +116,6 @@ impl Fixture {
             .expect("read from the active pair");
         assert_eq!(n, 1, "expected the 1 byte written");
     }
-}
-
-/// Raises RLIMIT_NOFILE's soft limit to the hard one; returns the new soft
-/// limit.
-fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
-    evmux::cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: `lim` is a valid rlimit; raising soft up to hard is allowed.
-    evmux::cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
-    Ok(lim.rlim_cur)
 }
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;

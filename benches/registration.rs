@@ -18,6 +18,10 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use evmux::{EpollPoller, Interest, PollPoller, Poller, SelectPoller, Token, Trigger};
 
+#[path = "support/fd_limit.rs"]
+mod fd_limit;
+use fd_limit::raise_fd_limit;
+
 /// How many fds are registered before the probe.
 const SIZES: [usize; 3] = [100, 1000, 8000];
 /// fds a run needs besides the sockets (stdio, pollers, criterion).
@@ -43,20 +47,6 @@ impl Fixture {
     fn probe_fits_select(&self) -> bool {
         usize::try_from(self.probe.as_raw_fd()).is_ok_and(|fd| fd < libc::FD_SETSIZE)
     }
-}
-
-/// Raises RLIMIT_NOFILE's soft limit to the hard one; returns it.
-fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
-    evmux::cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: `lim` is a valid rlimit; raising soft up to hard is allowed.
-    evmux::cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
-    Ok(lim.rlim_cur)
 }
 
 fn bench_evmux<P: Poller>(g: &mut Group<'_>, fx: &Fixture) {

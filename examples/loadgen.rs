@@ -39,6 +39,10 @@ use clap::{Parser, ValueEnum};
 use evmux::{DefaultPoller, Events, Interest, Poller, Token, Trigger};
 use hdrhistogram::Histogram;
 
+#[path = "../benches/support/fd_limit.rs"]
+mod fd_limit;
+use fd_limit::raise_fd_limit;
+
 /// The longest run `--duration` accepts, in seconds.
 const MAX_DURATION: u64 = 600;
 /// How long a single connect may take.
@@ -384,20 +388,6 @@ impl Load {
             }
         }
     }
-}
-
-/// Raises RLIMIT_NOFILE's soft limit to the hard one; returns it.
-fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
-    evmux::cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: `lim` is a valid rlimit; raising soft up to hard is allowed.
-    evmux::cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
-    Ok(lim.rlim_cur)
 }
 
 fn invalid(msg: String) -> io::Error {
