@@ -24,8 +24,9 @@ impl fmt::Display for ConnId {
 
 /// Why a connection was closed; passed to
 /// [`Handler::on_close`](crate::Handler::on_close) and counted in
-/// [`Stats`](crate::Stats).
+/// [`Stats`](crate::Stats). New reasons may be added: match with a `_` arm.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer closed its side (EOF) and every reply was flushed.
     PeerClosed,
@@ -45,13 +46,16 @@ pub enum CloseReason {
     /// Refused at accept: past `max_connections` or the backend's fd
     /// capacity (select's FD_SETSIZE). `on_open` was never called for it.
     OverCapacity,
+    /// Output was queued and the peer took none of it for the configured
+    /// stall timeout ([`Config::stall_timeout`](crate::Config::stall_timeout)).
+    SlowConsumer,
     /// Any other I/O error, by kind.
     Io(io::ErrorKind),
 }
 
 impl CloseReason {
     /// How many slots [`index`](CloseReason::index) spans.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     /// A dense index per variant (every `Io` kind shares one).
     pub fn index(self) -> usize {
@@ -64,7 +68,8 @@ impl CloseReason {
             CloseReason::ClosedByHandler => 5,
             CloseReason::ServerShutdown => 6,
             CloseReason::OverCapacity => 7,
-            CloseReason::Io(_) => 8,
+            CloseReason::SlowConsumer => 8,
+            CloseReason::Io(_) => 9,
         }
     }
 
@@ -79,6 +84,7 @@ impl CloseReason {
             "closed by handler",
             "server shutdown",
             "over capacity",
+            "slow consumer",
             "i/o error",
         ];
         NAMES[self.index()]
@@ -107,6 +113,11 @@ pub(crate) struct Flags {
     pub close: Option<CloseReason>,
     /// Queued on the ready list (edge-triggered budget carry-over).
     pub ready: bool,
+    /// The last write met a full socket (`WouldBlock`): no write is tried
+    /// again until the poller reports the socket writable.
+    pub write_blocked: bool,
+    /// A stall check is scheduled on the timer heap.
+    pub stall_armed: bool,
 }
 
 /// One live connection in the reactor's table.
@@ -117,6 +128,13 @@ pub(crate) struct Connection<C> {
     pub output: Buffer,
     pub codec: C,
     pub last_active: Instant,
+    /// When the output queue last made progress: bytes written, or the
+    /// queue filled from empty (the start of a wait for the peer).
+    pub last_progress: Instant,
+    /// The kernel's unsent-or-unacked byte count (`SIOCOUTQ`) when the idle
+    /// timer last looked, to tell a peer that is still reading from one
+    /// that stopped.
+    pub unacked: u32,
     /// The interest currently registered with the poller.
     pub interest: Interest,
     pub flags: Flags,

@@ -117,3 +117,62 @@ pub(crate) fn is_reset(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
     )
 }
+
+/// Bytes the kernel holds for the peer: not yet sent, or sent and not yet
+/// acknowledged (`SIOCOUTQ`). `None` where the platform cannot tell.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn unacked_bytes(fd: BorrowedFd<'_>) -> Option<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ on sockets) writes one int through the
+    // pointer, which is valid for writes for the whole call.
+    let ret = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) });
+    ret.ok().map(|_| n.max(0) as u32)
+}
+
+/// Bytes the kernel holds for the peer: not known on this platform.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn unacked_bytes(_fd: BorrowedFd<'_>) -> Option<u32> {
+    None
+}
+
+/// Turns TCP keepalive on: the first probe after `idle`, then one every
+/// third of it (at least a second), three unanswered probes reset.
+pub(crate) fn set_keepalive(fd: BorrowedFd<'_>, idle: std::time::Duration) -> io::Result<()> {
+    let secs = idle.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs)?;
+        setsockopt_int(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            (secs / 3).max(1),
+        )?;
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = secs; // the system's keepalive timing applies
+    Ok(())
+}
+
+fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is a valid int of `len` bytes that outlives the call;
+    // the kernel only reads it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            len,
+        )
+    })?;
+    Ok(())
+}

@@ -24,6 +24,8 @@ pub struct TimerId(pub(crate) u64);
 pub(crate) enum Due {
     /// A connection's idle check: slab key and generation.
     Idle { key: usize, gen: u32 },
+    /// A connection's stall check (output queued, no write progress).
+    Stall { key: usize, gen: u32 },
     /// A handler's timer.
     User(TimerId),
     /// A listener paused after fd exhaustion, to be watched again.

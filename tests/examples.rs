@@ -275,6 +275,26 @@ fn expect_closed(stream: &mut TcpStream) {
     }
 }
 
+/// Shrinks `stream`'s receive buffer (and turns off its autotuning), so
+/// unread replies back up into the server's queue sooner.
+fn shrink_rcvbuf(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `size` is a valid int of `len` bytes for the whole call, and
+    // the fd is the open socket `stream` owns.
+    let ret = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            len,
+        )
+    };
+    assert_eq!(ret, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+}
+
 // ---- calc ----
 
 /// `100+98X14+23X` gives `198X37X`, the example, sent as one write
@@ -474,6 +494,59 @@ fn calc_idle_timeout_closes_silent_connections() {
         "closed after {waited:?}"
     );
     assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+}
+
+#[test]
+fn calc_max_connections_refuses_the_one_past_it() {
+    let server = start_level("calc", &["--max-connections", "1"]);
+    let mut first = server.connect();
+    first.write_all(b"1+1X").unwrap();
+    expect_reply(&mut first, b"2X");
+    let mut second = server.connect();
+    let _ = second.write_all(b"2+2X");
+    expect_closed(&mut second);
+    first.write_all(b"3+3X").unwrap();
+    expect_reply(&mut first, b"6X");
+    let (status, stderr) = server.signal(libc::SIGTERM);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("closed[over capacity]=1"), "{stderr}");
+}
+
+/// A client that asks for replies and never reads them: with
+/// `--stall-timeout 1` it is closed as a slow consumer (its writes then
+/// fail with a reset), and the exit line counts it along with the peak of
+/// buffered bytes.
+#[test]
+fn calc_stall_timeout_closes_a_reader_that_stopped() {
+    let server = start_level("calc", &["--stall-timeout", "1", "--high-water", "65536"]);
+    let stalled = server.connect();
+    shrink_rcvbuf(&stalled);
+    let mut writer = stalled.try_clone().unwrap();
+    // Sums until the server stops reading (its queue is past high water);
+    // the write then blocks, and fails once the server closes.
+    let started = Instant::now();
+    let flood = thread::spawn(move || {
+        let requests = b"1+1X".repeat(4096);
+        loop {
+            if let Err(e) = writer.write_all(&requests) {
+                return e;
+            }
+        }
+    });
+    let error = flood.join().unwrap();
+    assert!(
+        matches!(
+            error.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+        ),
+        "the stalled client's writes ended with {error} after {:?}",
+        started.elapsed()
+    );
+    let (status, stderr) = server.signal(libc::SIGTERM);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("closed[slow consumer]=1"), "{stderr}");
+    assert!(stderr.contains("fd_exhaustion=0"), "{stderr}");
+    assert!(stderr.contains("peak_buffered="), "{stderr}");
 }
 
 // ---- echo and ping ----

@@ -39,6 +39,25 @@ pub struct ServerArgs {
     /// The longest request in bytes; a longer one closes its connection
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
+
+    /// Close a connection whose queued replies the peer has taken none of
+    /// for this many seconds (a stopped reader); 0: never
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub stall_timeout: u64,
+
+    /// Refuse connections past this many open at once [default: unlimited]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Stop reading from a connection with this many reply bytes queued;
+    /// resume at a quarter of it
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub high_water: usize,
+
+    /// TCP keepalive: probe a silent peer after this many seconds, so one
+    /// that vanished is closed within about twice that; 0: off
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub keepalive: u64,
 }
 
 /// `--backend`.
@@ -64,8 +83,13 @@ pub enum TriggerArg {
 impl ServerArgs {
     /// The reactor settings these flags ask for.
     pub fn config(&self) -> Config {
-        let idle = Duration::from_secs(self.idle_timeout);
-        let config = Config::default().idle_timeout(Some(idle));
+        let secs = |n| Some(Duration::from_secs(n));
+        let config = Config::default()
+            .idle_timeout(secs(self.idle_timeout))
+            .stall_timeout(secs(self.stall_timeout))
+            .keepalive(secs(self.keepalive))
+            .max_connections(self.max_connections.unwrap_or(usize::MAX))
+            .high_water(self.high_water);
         match self.trigger {
             None => config,
             Some(TriggerArg::Level) => config.trigger(Trigger::Level),

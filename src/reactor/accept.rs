@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use super::{conn_token, Listener, Reactor, GEN_MASK, KEY_MASK, LISTENER_BIT};
@@ -150,6 +150,11 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         if self.config.nodelay {
             let _ = stream.set_nodelay(true);
         }
+        if let Some(idle) = self.config.keepalive {
+            if let Err(e) = sys::set_keepalive(stream.as_fd(), idle) {
+                log::debug!("{id}: keepalive: {e}");
+            }
+        }
         let token = Token(id.0);
         if let Err(e) = self
             .poller
@@ -172,6 +177,8 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             output: Default::default(),
             codec: self.codec.clone(),
             last_active: self.shared.now(),
+            last_progress: self.shared.now(),
+            unacked: 0,
             interest: Interest::READABLE,
             flags: Flags::default(),
             held: 0,

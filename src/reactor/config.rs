@@ -21,6 +21,8 @@ use crate::Trigger;
 pub struct Config {
     pub(crate) trigger: Option<Trigger>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) stall_timeout: Option<Duration>,
+    pub(crate) keepalive: Option<Duration>,
     pub(crate) high_water: usize,
     pub(crate) low_water: usize,
     pub(crate) accept_batch: usize,
@@ -37,6 +39,8 @@ impl Default for Config {
         Config {
             trigger: None,
             idle_timeout: Some(Duration::from_secs(60)),
+            stall_timeout: None,
+            keepalive: None,
             high_water: 1024 * 1024,
             low_water: 256 * 1024,
             accept_batch: 256,
@@ -60,9 +64,46 @@ impl Config {
     }
 
     /// Close connections with no traffic in either direction for this long
-    /// (`None`: never). Default: 60 s.
+    /// (`None`: never), with
+    /// [`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout).
+    /// Default: 60 s.
+    ///
+    /// Traffic is what the reactor reads and writes, and also what the peer
+    /// takes from the kernel's send buffer: on Linux, when the timer fires
+    /// with bytes still unacknowledged (`SIOCOUTQ`), a count that went down
+    /// since the last look counts as traffic, so a long transfer the
+    /// kernel is still feeding is not closed as idle. A peer that stopped
+    /// reading with bytes in flight is closed after one to two periods.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Config {
         self.idle_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Close a connection whose output has been queued for this long with
+    /// no byte of it taken by the peer (`None`: never), with
+    /// [`CloseReason::SlowConsumer`](crate::CloseReason::SlowConsumer).
+    /// Default: `None`.
+    ///
+    /// The clock starts when output is first queued for a full socket and
+    /// restarts at every write that makes progress, so a peer that reads
+    /// slowly but steadily is not stalled (its memory is bounded by the
+    /// high-water mark instead); one that stops reading is closed. As
+    /// nginx's `send_timeout`, it is a bound on the time between two
+    /// successful writes, not on a whole transfer.
+    pub fn stall_timeout(mut self, timeout: Option<Duration>) -> Config {
+        self.stall_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Turn on TCP keepalive on accepted connections (`None`: off, the
+    /// default). Probes start after `idle` without traffic and repeat every
+    /// third of it (at least 1 s); after three unanswered probes the kernel
+    /// resets the connection, which then closes as
+    /// [`CloseReason::Io`](crate::CloseReason::Io)`(TimedOut)`. So a peer
+    /// that vanished without a FIN is closed within about twice `idle`,
+    /// even with no idle timeout. Ignored for sockets that are not TCP.
+    pub fn keepalive(mut self, idle: Option<Duration>) -> Config {
+        self.keepalive = idle.filter(|d| !d.is_zero());
         self
     }
 

@@ -5,12 +5,15 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::TcpStream;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use super::Reactor;
 use crate::buffer::Buffer;
 use crate::codec::{Codec, DecodeError};
 use crate::conn::{CloseReason, Conn, Connection, Flags};
 use crate::handler::{Control, Handler, Shared};
+use crate::reactor::Stats;
+use crate::timer::Due;
 use crate::{sys, Event, Interest, Poller, Token, Trigger};
 
 /// Replies batched in the shared buffer past this size are written before
@@ -32,6 +35,10 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             let reason = error_reason(&self.conns[key].stream);
             self.close(key, reason, handler);
             return;
+        }
+        if event.is_writable() {
+            // The socket has room again: writing may resume.
+            self.conns[key].flags.write_blocked = false;
         }
         if event.is_readable() || event.is_read_closed() {
             self.read_ready(key, event.is_read_closed(), handler);
@@ -160,8 +167,27 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         let stopping = self.stopping.is_some();
         match settled_close(&conn.flags, conn.output.is_empty(), stopping) {
             Some(reason) => self.close(key, reason, handler),
-            None => self.update_interest(key, stopping, handler),
+            None => {
+                self.arm_stall(key);
+                self.update_interest(key, stopping, handler);
+            }
         }
+    }
+
+    /// Schedules a stall check for a connection with output queued, unless
+    /// one is pending already (it re-arms itself while output stays).
+    fn arm_stall(&mut self, key: usize) {
+        let Some(stall) = self.config.stall_timeout else {
+            return;
+        };
+        let conn = &mut self.conns[key];
+        if conn.output.is_empty() || conn.flags.stall_armed {
+            return;
+        }
+        conn.flags.stall_armed = true;
+        let (key, gen) = super::key_of(conn.id);
+        let at = conn.last_progress + stall;
+        self.shared.timers.push(at, Due::Stall { key, gen });
     }
 
     /// Flushes; once the queue is down to the low-water mark, un-pauses,
@@ -276,6 +302,7 @@ fn dispatch<C: Codec, H: Handler>(
         output,
         codec,
         flags,
+        last_progress,
         ..
     } = conn;
     let data = fresh.unwrap_or(input.data());
@@ -313,7 +340,13 @@ fn dispatch<C: Codec, H: Handler>(
             out.clear();
         }
         if out.len() + output.len() >= FLUSH_AT.min(limits.high_water) {
-            if let Err(e) = flush_parts(stream, out, output, shared, limits) {
+            let mut sink = Sink {
+                stream,
+                output: &mut *output,
+                blocked: &mut flags.write_blocked,
+                progress: &mut *last_progress,
+            };
+            if let Err(e) = sink.flush(out, shared, limits) {
                 flags.close = Some(io_reason(&e));
             } else if output.len() >= limits.high_water {
                 flags.paused = true;
@@ -334,50 +367,93 @@ fn flush<C>(
     shared: &mut Shared,
     limits: Limits,
 ) -> io::Result<()> {
-    let wrote = flush_parts(&conn.stream, out, &mut conn.output, shared, limits)?;
+    let mut sink = Sink {
+        stream: &conn.stream,
+        output: &mut conn.output,
+        blocked: &mut conn.flags.write_blocked,
+        progress: &mut conn.last_progress,
+    };
+    let wrote = sink.flush(out, shared, limits)?;
     if wrote > 0 {
         conn.last_active = shared.now();
     }
     Ok(())
 }
 
-fn flush_parts(
-    stream: &TcpStream,
-    out: &mut Vec<u8>,
-    output: &mut Buffer,
-    shared: &mut Shared,
-    limits: Limits,
-) -> io::Result<usize> {
-    let mut wrote = 0;
-    if !out.is_empty() {
-        if output.is_empty() {
-            let n = write_some(stream, out)?;
-            wrote += n;
-            output.extend(&out[n..], limits.high_water);
-        } else {
-            output.extend(out, limits.high_water);
-        }
-        out.clear();
-    }
-    while !output.is_empty() {
-        let n = write_some(stream, output.data())?;
-        if n == 0 {
-            break;
-        }
-        output.consume(n);
-        wrote += n;
-    }
-    shared.stats.bytes_out += wrote as u64;
-    Ok(wrote)
+/// The parts of a connection that writing touches.
+struct Sink<'a> {
+    stream: &'a TcpStream,
+    /// The output queue: bytes the kernel has not taken yet.
+    output: &'a mut Buffer,
+    /// Set when a write meets a full socket; cleared by a writable event.
+    blocked: &'a mut bool,
+    /// When the queue last made progress (see `Connection::last_progress`).
+    progress: &'a mut Instant,
 }
 
-/// Writes as much of `buf` as the kernel takes; `WouldBlock` is 0.
-fn write_some(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+impl Sink<'_> {
+    /// Writes `out` (the batched replies) and then the queue, until done
+    /// or the socket is full; what is left joins the queue, in order.
+    /// Once a write has met a full socket nothing is written until the
+    /// poller says there is room: a peer that stopped reading costs one
+    /// `send` per writable event, not one per reply. Returns the bytes
+    /// written.
+    fn flush(
+        &mut self,
+        out: &mut Vec<u8>,
+        shared: &mut Shared,
+        limits: Limits,
+    ) -> io::Result<usize> {
+        let was_empty = self.output.is_empty();
+        let mut wrote = 0;
+        if !out.is_empty() {
+            if was_empty && !*self.blocked {
+                wrote = write(self.stream, out, self.blocked, &mut shared.stats)?;
+                self.output.extend(&out[wrote..], limits.high_water);
+            } else {
+                self.output.extend(out, limits.high_water);
+            }
+            out.clear();
+        }
+        while !self.output.is_empty() && !*self.blocked {
+            let n = write(
+                self.stream,
+                self.output.data(),
+                self.blocked,
+                &mut shared.stats,
+            )?;
+            self.output.consume(n);
+            wrote += n;
+        }
+        shared.stats.bytes_out += wrote as u64;
+        if wrote > 0 || (was_empty && !self.output.is_empty()) {
+            *self.progress = shared.now();
+        }
+        Ok(wrote)
+    }
+}
+
+/// Writes as much of `buf` as the kernel takes; a short count means the
+/// socket is full, and sets `blocked`.
+fn write(
+    stream: &TcpStream,
+    buf: &[u8],
+    blocked: &mut bool,
+    stats: &mut Stats,
+) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
+        stats.writes += 1;
         match sys::send(stream.as_fd(), &buf[done..]) {
+            Ok(0) => {
+                *blocked = true; // a stream socket never does this
+                break;
+            }
             Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *blocked = true;
+                break;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }

@@ -11,7 +11,7 @@ mod io;
 mod stats;
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -321,6 +321,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         while let Some((at, due)) = self.shared.timers.pop_due(now) {
             match due {
                 Due::Idle { key, gen } => self.check_idle(key, gen, handler),
+                Due::Stall { key, gen } => self.check_stall(key, gen, handler),
                 Due::User(id) => {
                     let Some(&every) = self.shared.user_timers.get(&id) else {
                         continue; // cancelled
@@ -353,6 +354,9 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         let (conns, user) = (&self.conns, &self.shared.user_timers);
         self.shared.timers.compact(|due| match *due {
             Due::Idle { key, gen } => conns.get(key).is_some_and(|c| key_of(c.id).1 == gen),
+            Due::Stall { key, gen } => conns
+                .get(key)
+                .is_some_and(|c| key_of(c.id).1 == gen && c.flags.stall_armed),
             Due::User(id) => user.contains_key(&id),
             Due::Listener(_) => true,
         });
@@ -365,12 +369,45 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         if !self.is_live(key, gen) {
             return;
         }
-        let due = self.conns[key].last_active + idle;
-        if due <= self.shared.now() {
-            log::debug!("{}: idle for {idle:?}, closing", self.conns[key].id);
+        let now = self.shared.now();
+        let conn = &mut self.conns[key];
+        let mut due = conn.last_active + idle;
+        if due <= now && peer_took_bytes(conn, now) {
+            due = now + idle;
+        }
+        if due <= now {
+            log::debug!("{}: idle for {idle:?}, closing", conn.id);
             self.close(key, CloseReason::IdleTimeout, handler);
         } else {
             self.shared.timers.push(due, Due::Idle { key, gen });
+        }
+    }
+
+    /// Closes a connection whose queued output made no progress for the
+    /// stall timeout; otherwise checks again when it would be due.
+    fn check_stall<H: Handler>(&mut self, key: usize, gen: u32, handler: &mut H) {
+        let Some(stall) = self.config.stall_timeout else {
+            return;
+        };
+        if !self.is_live(key, gen) {
+            return;
+        }
+        let conn = &mut self.conns[key];
+        conn.flags.stall_armed = false;
+        if conn.output.is_empty() {
+            return; // drained: the next queued byte arms a new check
+        }
+        let now = self.shared.now();
+        let mut due = conn.last_progress + stall;
+        if due <= now && peer_took_bytes(conn, now) {
+            due = now + stall;
+        }
+        if due <= now {
+            log::debug!("{}: output stalled for {stall:?}, closing", conn.id);
+            self.close(key, CloseReason::SlowConsumer, handler);
+        } else {
+            conn.flags.stall_armed = true;
+            self.shared.timers.push(due, Due::Stall { key, gen });
         }
     }
 
@@ -455,6 +492,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             log::warn!("{}: deregister: {e}", conn.id);
         }
         let held = conn.held;
+        let stall_armed = conn.flags.stall_armed;
         let Connection {
             stream,
             id,
@@ -467,13 +505,32 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         drop((input, output, codec));
         self.shared.stats.account(held, 0);
         self.shared.stats.count_close(reason);
-        if self.config.idle_timeout.is_some() {
-            self.shared.timers.mark_stale();
+        let stale = usize::from(self.config.idle_timeout.is_some()) + usize::from(stall_armed);
+        if stale > 0 {
+            (0..stale).for_each(|_| self.shared.timers.mark_stale());
             self.compact_timers();
         }
         log::debug!("{id}: closed: {reason}");
         handler.on_close(id, reason);
     }
+}
+
+/// Has the peer taken bytes from the kernel's send buffer since the last
+/// look? That is traffic the reactor does not see itself (a large reply
+/// the kernel is still feeding to a slow reader), and counts as activity
+/// and as write progress from `now`. Remembers what it saw for the next
+/// look (by either timer).
+fn peer_took_bytes<C>(conn: &mut Connection<C>, now: Instant) -> bool {
+    let Some(unacked) = crate::sys::unacked_bytes(conn.stream.as_fd()) else {
+        return false;
+    };
+    let moved = unacked > 0 && unacked != conn.unacked;
+    conn.unacked = unacked;
+    if moved {
+        conn.last_active = now;
+        conn.last_progress = now;
+    }
+    moved
 }
 
 fn pick_trigger<P: Poller>(asked: Option<Trigger>) -> std::io::Result<Trigger> {

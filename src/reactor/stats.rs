@@ -19,6 +19,10 @@ pub struct Stats {
     pub frames_in: u64,
     /// Frames the handler sent.
     pub frames_out: u64,
+    /// `send` calls made, counting those a full socket refused
+    /// (`WouldBlock`): with a peer that stops reading, this grows with the
+    /// writable events the poller reports, not with the replies queued.
+    pub writes: u64,
     /// Times accept failed for lack of fds (EMFILE/ENFILE).
     pub fd_exhaustion: u64,
     /// Heap bytes held by connection buffers now.
@@ -59,13 +63,17 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "accepted={} open={} bytes_in={} bytes_out={} frames_in={} frames_out={}",
+            "accepted={} open={} bytes_in={} bytes_out={} frames_in={} frames_out={} \
+             writes={} fd_exhaustion={} peak_buffered={}",
             self.accepted,
             self.open,
             self.bytes_in,
             self.bytes_out,
             self.frames_in,
-            self.frames_out
+            self.frames_out,
+            self.writes,
+            self.fd_exhaustion,
+            self.peak_buffered,
         )?;
         const ALL: [CloseReason; CloseReason::COUNT] = [
             CloseReason::PeerClosed,
@@ -76,6 +84,7 @@ impl fmt::Display for Stats {
             CloseReason::ClosedByHandler,
             CloseReason::ServerShutdown,
             CloseReason::OverCapacity,
+            CloseReason::SlowConsumer,
             CloseReason::Io(std::io::ErrorKind::Other),
         ];
         for reason in ALL {
@@ -85,5 +94,31 @@ impl fmt::Display for Stats {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_shows_what_an_operator_needs_after_an_attack() {
+        let mut stats = Stats {
+            fd_exhaustion: 3,
+            writes: 9,
+            ..Stats::default()
+        };
+        stats.account(0, 4096);
+        stats.account(4096, 0);
+        stats.count_close(CloseReason::SlowConsumer);
+        let line = stats.to_string();
+        for part in [
+            "fd_exhaustion=3",
+            "peak_buffered=4096",
+            "writes=9",
+            "closed[slow consumer]=1",
+        ] {
+            assert!(line.contains(part), "{part} missing from {line}");
+        }
     }
 }

@@ -63,6 +63,10 @@ pub struct Sample {
     pub buffered: u64,
     /// `Stats::open` then.
     pub open: u64,
+    /// `Stats::writes` then.
+    pub writes: u64,
+    /// `Stats::frames_in` then.
+    pub frames_in: u64,
 }
 
 /// Everything the test handlers record.
@@ -197,6 +201,7 @@ impl Recorder {
 /// | `SWAP port` | `OK`, after the same close and a new client connection made from inside the callback (handed to the test) |
 /// | `BYE` | `BYE`, then [`Conn::close`] (which drops queued output) |
 /// | `SLOW ms` | `OK`, after blocking the reactor thread for `ms` milliseconds |
+/// | the empty frame | nothing |
 /// | anything else | `ERR` |
 ///
 /// In echo mode every frame is sent back unchanged instead.
@@ -246,6 +251,9 @@ impl Calc {
     fn answer(&mut self, conn: &mut Conn<'_>, frame: &[u8]) -> io::Result<()> {
         if self.echo {
             return conn.send(frame);
+        }
+        if frame.is_empty() {
+            return Ok(());
         }
         let text = std::str::from_utf8(frame).unwrap_or("");
         if let Some((a, b)) = text.split_once('+') {
@@ -336,6 +344,8 @@ impl Handler for Calc {
             cpu: thread_cpu_time(),
             buffered: ctl.stats().buffered,
             open: ctl.stats().open,
+            writes: ctl.stats().writes,
+            frames_in: ctl.stats().frames_in,
         };
         self.rec.update(|r| r.samples.push(sample));
     }
@@ -784,4 +794,24 @@ impl Drop for SigpipeDefault {
         // SAFETY: `self.old` is the action sigaction returned earlier.
         unsafe { libc::sigaction(libc::SIGPIPE, &self.old, std::ptr::null_mut()) };
     }
+}
+
+/// An int socket option of `fd` (`getsockopt`).
+#[track_caller]
+pub fn sockopt(fd: RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are writable and `len` holds the size of
+    // `value`; a wrong fd or option only makes the call fail.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(ret, 0, "getsockopt: {}", io::Error::last_os_error());
+    value
 }
