@@ -1,11 +1,22 @@
-//! `Handler`, the business logic's side of the reactor, and `Control`.
+//! What a handler may touch: the [`Handler`] trait, [`Conn`] (one
+//! connection, for one callback), [`Control`] (the loop, from any
+//! callback), and the loop state they share with the reactor (`Shared`:
+//! timers, counters, requests by id).
+//!
+//! Depends only on the leaves (ids, stats, timers, codecs, sockets). It
+//! never touches the poller or closes anything itself: closes and sends
+//! by id are requests the reactor carries out after the callback returns.
 
 use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::conn::{CloseReason, Conn, ConnId};
-use crate::reactor::Stats;
-use crate::timer::{Due, TimerId, Timers};
+use crate::codec::Codec;
+use crate::ids::{CloseReason, ConnId, TimerId};
+use crate::net::Stream;
+use crate::stats::Stats;
+use crate::timer::Timers;
 
 /// The business logic plugged into a [`Reactor`](crate::Reactor).
 ///
@@ -39,26 +50,66 @@ pub trait Handler {
     }
 }
 
-/// State shared by every callback: timers, counters, requests.
+/// Per-connection state bits a handler may set through [`Conn`], and the
+/// reactor's own.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flags {
+    /// Reading is paused: the output queue went past the high-water mark.
+    pub paused: bool,
+    /// The peer sent EOF.
+    pub eof: bool,
+    /// Close once the output queue drains (graceful shutdown).
+    pub drain_then_close: bool,
+    /// Close now, for this reason.
+    pub close: Option<CloseReason>,
+    /// Queued on the ready list (edge-triggered budget carry-over).
+    pub ready: bool,
+    /// A stall check is scheduled on the timer heap.
+    pub stall_armed: bool,
+}
+
+/// What a timer-heap entry stands for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Due {
+    /// A connection's idle check.
+    Idle(ConnId),
+    /// A connection's stall check (output queued, no write progress).
+    Stall(ConnId),
+    /// A handler's timer.
+    User(TimerId),
+    /// A listener paused after fd exhaustion, to be watched again.
+    Listener(usize),
+}
+
+/// State shared by every callback and the reactor: timers, counters, and
+/// what handlers asked for by id.
 #[derive(Default)]
 pub(crate) struct Shared {
-    pub timers: Timers,
+    pub timers: Timers<Due>,
     /// Live handler timers and their repeat interval.
     pub user_timers: HashMap<TimerId, Option<Duration>>,
     pub next_timer: u64,
     pub stats: Stats,
     pub stop: bool,
     pub to_close: Vec<ConnId>,
+    /// Connections adopted whose `on_open` has not run yet.
+    pub adopted: Vec<ConnId>,
     /// Payloads for `Control::send`: the bytes back to back, and where each
     /// one ends, with its connection.
     pub outbox: Vec<u8>,
     pub outbox_ends: Vec<(ConnId, usize)>,
+    /// The start of the current loop turn.
     pub now: Option<Instant>,
 }
 
 impl Shared {
     pub fn now(&self) -> Instant {
         self.now.unwrap_or_else(Instant::now)
+    }
+
+    /// Are requests waiting to be carried out?
+    pub fn has_requests(&self) -> bool {
+        !self.to_close.is_empty() || !self.outbox_ends.is_empty() || !self.adopted.is_empty()
     }
 }
 
@@ -126,5 +177,79 @@ impl Control<'_> {
         let at = self.shared.now() + after;
         self.shared.timers.push(at, Due::User(id));
         id
+    }
+}
+
+/// A handler's view of one connection, valid for one callback.
+///
+/// Replies given to [`send`](Conn::send) are encoded by the connection's
+/// codec into its output queue and written before the reactor waits again:
+/// all replies to one batch of frames leave in as few `send` calls as the
+/// kernel allows. Whatever the kernel does not take stays queued, and the
+/// reactor watches for writability only while something is queued.
+pub struct Conn<'a> {
+    pub(crate) id: ConnId,
+    pub(crate) stream: &'a Stream,
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) codec: &'a mut dyn Codec,
+    pub(crate) flags: &'a mut Flags,
+    pub(crate) ctl: Control<'a>,
+}
+
+impl<'a> Conn<'a> {
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    ///
+    /// The error of `getpeername` (for example `ENOTCONN` after a reset);
+    /// `Unsupported` on a Unix-domain connection.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// Encodes `payload` as one frame and queues it for writing.
+    ///
+    /// # Errors
+    ///
+    /// - `NotConnected` once [`close`](Conn::close) or
+    ///   [`shutdown`](Conn::shutdown) was called.
+    /// - The codec's error (`InvalidInput` for a payload it cannot frame);
+    ///   nothing is queued then.
+    pub fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        if self.flags.close.is_some() || self.flags.drain_then_close {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("send on {}: the connection is closing", self.id),
+            ));
+        }
+        let before = self.out.len();
+        if let Err(e) = self.codec.encode(payload, self.out) {
+            self.out.truncate(before);
+            return Err(e);
+        }
+        self.ctl.shared.stats.frames_out += 1;
+        Ok(())
+    }
+
+    /// Closes gracefully: stops reading, flushes what is queued, then
+    /// closes with [`CloseReason::ClosedByHandler`].
+    pub fn shutdown(&mut self) {
+        self.flags.drain_then_close = true;
+    }
+
+    /// Closes now, dropping queued output, with
+    /// [`CloseReason::ClosedByHandler`].
+    pub fn close(&mut self) {
+        self.flags.close = Some(CloseReason::ClosedByHandler);
+    }
+
+    /// Timers, stopping, closing other connections, counters.
+    pub fn control(&mut self) -> &mut Control<'a> {
+        &mut self.ctl
     }
 }

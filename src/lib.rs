@@ -118,18 +118,26 @@ pub use evmux_poll::PollPoller;
 #[cfg(feature = "select")]
 pub use evmux_select::SelectPoller;
 
+// Leaves: they depend on nothing else here (but `net` on `sys`).
 mod buffer;
 pub mod codec;
-mod conn;
-mod handler;
-mod reactor;
+mod config;
+mod ids;
+mod net;
+mod stats;
 mod sys;
 mod timer;
+// What a handler may touch; depends on the leaves.
+mod handler;
+// The loop; depends on all of the above.
+mod reactor;
 
-pub use conn::{CloseReason, Conn, ConnId};
-pub use handler::{Control, Handler};
-pub use reactor::{Config, Reactor, Stats, StopHandle};
-pub use timer::TimerId;
+pub use config::Config;
+pub use handler::{Conn, Control, Handler};
+pub use ids::{CloseReason, ConnId, SourceId, TimerId};
+pub use net::{Listener, Stream};
+pub use reactor::{Reactor, StopHandle};
+pub use stats::Stats;
 
 cfg_if::cfg_if! {
     if #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))] {

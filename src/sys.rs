@@ -1,17 +1,17 @@
-//! The socket calls the reactor makes, each libc call wrapped once.
+//! The socket calls the reactor makes, each libc call wrapped once. A
+//! leaf: it works on fds and knows nothing of the reactor.
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use evmux_core::cvt;
 
 /// Accepts one connection, non-blocking and close-on-exec from the start.
-pub(crate) fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let fd = accept_raw(listener.as_raw_fd())?;
     // SAFETY: `fd` was just returned by accept and is owned by no one else.
-    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(any(
@@ -50,9 +50,22 @@ fn accept_raw(listener: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Sets the listen backlog (`listen` on a listening socket updates it).
-pub(crate) fn set_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
-    // SAFETY: the fd is a bound listening socket owned by `listener`.
+pub(crate) fn set_backlog(listener: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: `listen` only reads its arguments; on an fd that is not a
+    // bound socket it fails.
     cvt(unsafe { libc::listen(listener.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
+/// Sets close-on-exec on an fd the reactor was handed (adopted or
+/// inherited), which may have been opened without it.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFD and F_SETFD only read and set the fd's flags.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: as above; the new flags keep the old ones.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    }
     Ok(())
 }
 

@@ -9,48 +9,41 @@
 //! stale by closes and cancels are counted; once they outnumber the live
 //! ones the heap is rebuilt without them (O(n), amortised over the n/2
 //! closes that made them), so connection churn cannot grow it unbounded.
+//!
+//! Generic over what an entry stands for (`T`); a leaf module.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// Names a timer set through [`Control`](crate::Control); pass it to
-/// [`Control::cancel_timer`](crate::Control::cancel_timer).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TimerId(pub(crate) u64);
-
-/// What a heap entry stands for.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Due {
-    /// A connection's idle check: slab key and generation.
-    Idle { key: usize, gen: u32 },
-    /// A connection's stall check (output queued, no write progress).
-    Stall { key: usize, gen: u32 },
-    /// A handler's timer.
-    User(TimerId),
-    /// A listener paused after fd exhaustion, to be watched again.
-    Listener(usize),
-}
-
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Entry {
+struct Entry<T> {
     at: Instant,
     seq: u64,
-    due: Due,
+    due: T,
 }
 
-/// A min-heap of deadlines.
-#[derive(Default)]
-pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+/// A min-heap of deadlines, each standing for a `T`.
+pub(crate) struct Timers<T> {
+    heap: BinaryHeap<Reverse<Entry<T>>>,
     seq: u64,
     /// Entries known to be dead (closed connection, cancelled timer).
     stale: usize,
 }
 
-impl Timers {
+impl<T: Ord> Default for Timers<T> {
+    fn default() -> Timers<T> {
+        Timers {
+            heap: BinaryHeap::new(),
+            seq: 0,
+            stale: 0,
+        }
+    }
+}
+
+impl<T: Ord + Copy> Timers<T> {
     /// Schedules `due` at `at`.
-    pub(crate) fn push(&mut self, at: Instant, due: Due) {
+    pub(crate) fn push(&mut self, at: Instant, due: T) {
         self.seq += 1;
         self.heap.push(Reverse(Entry {
             at,
@@ -66,7 +59,7 @@ impl Timers {
 
     /// Once dead entries outnumber the live ones (and there are enough to
     /// matter), rebuilds the heap with only the entries `live` keeps.
-    pub(crate) fn compact(&mut self, live: impl FnMut(&Due) -> bool) {
+    pub(crate) fn compact(&mut self, live: impl FnMut(&T) -> bool) {
         if self.stale < 1024 || self.stale * 2 < self.heap.len() {
             return;
         }
@@ -81,7 +74,7 @@ impl Timers {
     }
 
     /// Pops one entry whose deadline is at or before `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Due)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, T)> {
         if self.next()? > now {
             return None;
         }
@@ -107,17 +100,25 @@ impl Timers {
 mod tests {
     use super::*;
 
+    /// What the tests' entries stand for.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    enum Due {
+        Idle { key: usize, gen: u32 },
+        User(u64),
+        Listener(usize),
+    }
+
     #[test]
     fn pops_in_deadline_order_and_only_when_due() {
         let mut t = Timers::default();
         let now = Instant::now();
-        t.push(now + Duration::from_millis(30), Due::User(TimerId(3)));
-        t.push(now + Duration::from_millis(10), Due::User(TimerId(1)));
+        t.push(now + Duration::from_millis(30), Due::User(3));
+        t.push(now + Duration::from_millis(10), Due::User(1));
         t.push(now + Duration::from_millis(20), Due::Listener(0));
         assert_eq!(t.timeout(now), Some(Duration::from_millis(10)));
         assert!(t.pop_due(now).is_none());
         let later = now + Duration::from_millis(25);
-        assert_eq!(t.pop_due(later).unwrap().1, Due::User(TimerId(1)));
+        assert_eq!(t.pop_due(later).unwrap().1, Due::User(1));
         assert_eq!(t.pop_due(later).unwrap().1, Due::Listener(0));
         assert!(t.pop_due(later).is_none());
         assert_eq!(t.len(), 1);
@@ -146,12 +147,12 @@ mod tests {
         let mut t = Timers::default();
         let at = Instant::now();
         for i in 0..5 {
-            t.push(at, Due::User(TimerId(10 - i)));
+            t.push(at, Due::User(10 - i));
         }
         let order: Vec<_> = std::iter::from_fn(|| t.pop_due(at))
             .map(|(_, d)| d)
             .collect();
-        let want: Vec<_> = (0..5).map(|i| Due::User(TimerId(10 - i))).collect();
+        let want: Vec<_> = (0..5).map(|i| Due::User(10 - i)).collect();
         assert_eq!(order, want);
     }
 }

@@ -1,19 +1,59 @@
-//! Listeners: bind, accept in batches, refuse past capacity, survive EMFILE.
+//! Listeners and new connections: bind (TCP or Unix-domain), take bound
+//! or inherited listeners, accept in batches, adopt connected sockets,
+//! refuse past capacity, survive EMFILE.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::time::Duration;
 
-use super::{conn_token, Listener, Reactor, GEN_MASK, KEY_MASK, LISTENER_BIT};
+use super::{Connection, Reactor, Source, READ};
 use crate::codec::Codec;
-use crate::conn::{CloseReason, ConnId, Connection, Flags};
-use crate::handler::Handler;
-use crate::timer::Due;
-use crate::{sys, Interest, Poller, Token, Trigger};
+use crate::handler::{Due, Handler};
+use crate::ids::{CloseReason, ConnId};
+use crate::net::{Listener, Stream};
+use crate::{sys, Interest, Poller, Trigger};
 
 /// How long a listener rests when fds ran out and no spare fd was left.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+
+/// The reactor's listeners.
+#[derive(Default)]
+pub(super) struct Listening {
+    slots: Vec<Slot>,
+}
+
+struct Slot {
+    socket: Listener,
+    /// Accepting was cut short by the batch cap (edge-triggered carry-over).
+    ready: bool,
+}
+
+impl Listening {
+    pub(super) fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.socket.local_addr())
+            .collect()
+    }
+
+    pub(super) fn has_carry_over(&self) -> bool {
+        self.slots.iter().any(|s| s.ready)
+    }
+
+    /// Clears and returns listener `i`'s carry-over mark.
+    pub(super) fn take_ready(&mut self, i: usize) -> bool {
+        self.slots
+            .get_mut(i)
+            .is_some_and(|s| std::mem::take(&mut s.ready))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
 
 impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// Binds a non-blocking TCP listener (`SO_REUSEADDR`, close-on-exec) and
@@ -26,52 +66,112 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// example `AddrInUse`).
     pub fn listen<A: ToSocketAddrs>(&mut self, addr: A) -> io::Result<SocketAddr> {
         let socket = TcpListener::bind(addr)?;
-        sys::set_backlog(&socket, self.config.backlog)?;
-        socket.set_nonblocking(true)?;
-        let token = Token(LISTENER_BIT | self.listeners.len());
-        self.poller
-            .register(&socket, token, Interest::READABLE, self.trigger)?;
         let local = socket.local_addr()?;
-        log::info!(
-            "listening on {local} backend={} trigger={:?}",
-            P::NAME,
-            self.trigger
-        );
-        self.listeners.push(Listener {
-            socket,
-            ready: false,
-        });
+        self.listen_on(socket)?;
         Ok(local)
+    }
+
+    /// Binds a Unix-domain stream listener at `path` and accepts on it.
+    ///
+    /// A socket file left at `path` by a server that is gone (connecting
+    /// to it is refused) is removed first; a live one, or any file that is
+    /// not a socket, is left alone and reported.
+    ///
+    /// # Errors
+    ///
+    /// - `InvalidInput` for a path longer than the platform's `sun_path`
+    ///   allows (the message names the limit).
+    /// - `AddrInUse` if a server is listening at `path`, or `path` is a
+    ///   file that is not a socket.
+    /// - The error of binding or registering.
+    pub fn listen_unix(&mut self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = path.as_ref();
+        crate::net::check_unix_path(path)?;
+        crate::net::remove_stale_socket(path)?;
+        let socket = UnixListener::bind(path)?;
+        self.listen_on(socket)
+    }
+
+    /// Accepts on a listener bound elsewhere: with `SO_REUSEPORT`, say, or
+    /// inherited from a supervisor ([`inherited_listeners`](crate::inherited_listeners)).
+    /// Sets it non-blocking and close-on-exec, and sets the configured
+    /// backlog.
+    ///
+    /// # Errors
+    ///
+    /// The error of preparing or registering the listener (`InvalidInput`
+    /// past select's fd capacity).
+    pub fn listen_on(&mut self, listener: impl Into<Listener>) -> io::Result<()> {
+        let socket = listener.into();
+        socket.prepare()?;
+        sys::set_backlog(socket.as_fd(), self.config.backlog)?;
+        let token = Source::Listener(self.listening.slots.len()).to_token();
+        self.poller.register(&socket, token, READ, self.trigger)?;
+        match socket.local_addr() {
+            Some(addr) => log::info!(
+                "listening on {addr} backend={} trigger={:?}",
+                P::NAME,
+                self.trigger
+            ),
+            None => log::info!("listening on a unix socket backend={}", P::NAME),
+        }
+        let ready = false;
+        self.listening.slots.push(Slot { socket, ready });
+        Ok(())
+    }
+
+    /// Takes an already connected socket (TCP or Unix-domain) as a
+    /// connection: sets it non-blocking and close-on-exec, registers it,
+    /// and returns its id. Its `on_open` runs on the loop thread before
+    /// its first frame: at the start of [`run`](Reactor::run), or of the
+    /// next turn if the loop is running.
+    ///
+    /// # Errors
+    ///
+    /// The error of preparing or registering the socket, or of the same
+    /// checks an accepted connection passes (`max_connections`, select's
+    /// fd capacity); the socket is closed then.
+    pub fn adopt(&mut self, stream: impl Into<Stream>) -> io::Result<ConnId> {
+        let stream = stream.into();
+        stream.prepare()?;
+        let key = self.conns.vacant_key();
+        let id = ConnId {
+            key: key as u32,
+            gen: self.next_serial(),
+        };
+        self.admit(&stream, key)
+            .map_err(|(_, why)| io::Error::other(format!("adopt: refused: {why}")))?;
+        self.insert(stream, id);
+        self.shared.adopted.push(id);
+        Ok(id)
     }
 
     /// Accepts until `WouldBlock` or the per-turn batch cap.
     pub(super) fn accept<H: Handler>(&mut self, i: usize, handler: &mut H) {
         for _ in 0..self.config.accept_batch {
-            let Some(listener) = self.listeners.get(i) else {
+            let Some(slot) = self.listening.slots.get(i) else {
                 return;
             };
-            match sys::accept(&listener.socket) {
+            match slot.socket.accept() {
                 Ok(stream) => self.add_conn(stream, handler),
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => return,
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
-                    _ if sys::is_fd_exhaustion(&e) => {
-                        if !self.shed_one(i) {
-                            return;
-                        }
-                    }
-                    _ => {
-                        log::error!("accept: {e}; pausing the listener");
-                        self.pause_listener(i);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if retry_accept(&e) => continue,
+                Err(e) if sys::is_fd_exhaustion(&e) => {
+                    if !self.shed_one(i) {
                         return;
                     }
-                },
+                }
+                Err(e) => {
+                    log::error!("accept: {e}; pausing the listener");
+                    self.pause_listener(i);
+                    return;
+                }
             }
         }
         // The cap was hit: under edge no new event may come for what is
         // still queued, so serve this listener again next turn.
         if self.trigger == Trigger::Edge {
-            self.listeners[i].ready = true;
+            self.listening.slots[i].ready = true;
         }
     }
 
@@ -86,7 +186,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             self.pause_listener(i);
             return false;
         }
-        let shed = sys::accept(&self.listeners[i].socket);
+        let shed = self.listening.slots[i].socket.accept();
         // Close the refused connection before taking the spare back: its
         // fd is the one the spare needs.
         let shed = shed.map(drop);
@@ -106,11 +206,11 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     }
 
     fn pause_listener(&mut self, i: usize) {
-        let listener = &self.listeners[i];
-        let token = Token(LISTENER_BIT | i);
+        let token = Source::Listener(i).to_token();
+        let socket = &self.listening.slots[i].socket;
         let paused = self
             .poller
-            .modify(&listener.socket, token, Interest::empty(), self.trigger);
+            .modify(socket, token, Interest::empty(), self.trigger);
         if let Err(e) = paused {
             log::error!("pause listener: {e}");
         }
@@ -119,15 +219,12 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     }
 
     pub(super) fn resume_listener(&mut self, i: usize) {
-        let Some(listener) = self.listeners.get_mut(i) else {
+        let Some(slot) = self.listening.slots.get_mut(i) else {
             return;
         };
-        let token = Token(LISTENER_BIT | i);
-        let resumed = self
-            .poller
-            .modify(&listener.socket, token, Interest::READABLE, self.trigger);
-        match resumed {
-            Ok(()) => listener.ready = true,
+        let token = Source::Listener(i).to_token();
+        match self.poller.modify(&slot.socket, token, READ, self.trigger) {
+            Ok(()) => slot.ready = true,
             Err(e) => log::error!("resume listener: {e}"),
         }
         if self.reserve.is_none() {
@@ -135,83 +232,104 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         }
     }
 
-    fn add_conn<H: Handler>(&mut self, stream: TcpStream, handler: &mut H) {
+    /// Stops accepting: deregisters and closes every listener.
+    pub(super) fn close_listeners(&mut self) {
+        for slot in self.listening.slots.drain(..) {
+            if let Err(e) = self.poller.deregister(&slot.socket) {
+                log::warn!("deregister listener: {e}");
+            }
+        }
+    }
+
+    /// Takes a new connection into the table, or refuses it; then calls
+    /// `on_open`.
+    fn add_conn<H: Handler>(&mut self, stream: Stream, handler: &mut H) {
         self.shared.stats.accepted += 1;
-        self.next_gen = self.next_gen.wrapping_add(1) & GEN_MASK;
         let key = self.conns.vacant_key();
-        let id = ConnId(conn_token(key, self.next_gen).0);
-        if let Err(why) = self.admit(&stream, key) {
+        let id = ConnId {
+            key: key as u32,
+            gen: self.next_serial(),
+        };
+        if let Err((reason, why)) = self.admit(&stream, key) {
             log::warn!("{id}: refused: {why}");
             drop(stream);
-            self.shared.stats.count_refused(CloseReason::OverCapacity);
-            handler.on_close(id, CloseReason::OverCapacity);
+            self.shared.stats.count_refused(reason);
+            handler.on_close(id, reason);
+            return;
+        }
+        self.insert(stream, id);
+        self.with_conn(id, handler, |c, io, h| c.open(io, h));
+    }
+
+    /// Puts an admitted connection in the table, with its idle timer.
+    fn insert(&mut self, stream: Stream, id: ConnId) {
+        self.tune(&stream, id);
+        let now = self.shared.now();
+        self.conns
+            .insert(Connection::new(stream, id, self.codec.clone(), now));
+        self.shared.stats.open += 1;
+        if let Some(idle) = self.config.idle_timeout {
+            self.shared.timers.push(now + idle, Due::Idle(id));
+        }
+    }
+
+    /// Checks the connection fits (the table's key space, the configured
+    /// maximum, the backend's fd capacity: select's FD_SETSIZE), then
+    /// registers it.
+    fn admit(&mut self, stream: &Stream, key: usize) -> Result<(), (CloseReason, String)> {
+        let refuse = |why| Err((CloseReason::OverCapacity, why));
+        if key > super::source::MAX_KEY {
+            return refuse(format!("connection table full ({key} slots)"));
+        }
+        if self.conns.len() >= self.config.max_connections {
+            return refuse(format!(
+                "{} connections open, the configured maximum",
+                self.conns.len()
+            ));
+        }
+        let fd = stream.as_fd().as_raw_fd();
+        if let Some(cap) = P::fd_capacity().filter(|&cap| fd as usize >= cap) {
+            return refuse(format!(
+                "fd {fd} is beyond the {} backend's capacity ({cap})",
+                P::NAME
+            ));
+        }
+        let token = Source::Conn(ConnId {
+            key: key as u32,
+            gen: self.serial,
+        })
+        .to_token();
+        self.poller
+            .register(stream, token, READ, self.trigger)
+            .map_err(|e| {
+                let reason = match e.kind() {
+                    io::ErrorKind::InvalidInput => CloseReason::OverCapacity,
+                    kind => CloseReason::Io(kind),
+                };
+                (reason, format!("register: {e}"))
+            })
+    }
+
+    /// Socket options for a new TCP connection (`TCP_NODELAY`, keepalive).
+    fn tune(&self, stream: &Stream, id: ConnId) {
+        if !stream.is_tcp() {
             return;
         }
         if self.config.nodelay {
-            let _ = stream.set_nodelay(true);
+            let _ = stream.set_nodelay();
         }
         if let Some(idle) = self.config.keepalive {
             if let Err(e) = sys::set_keepalive(stream.as_fd(), idle) {
                 log::debug!("{id}: keepalive: {e}");
             }
         }
-        let token = Token(id.0);
-        if let Err(e) = self
-            .poller
-            .register(&stream, token, Interest::READABLE, self.trigger)
-        {
-            let reason = match e.kind() {
-                io::ErrorKind::InvalidInput => CloseReason::OverCapacity,
-                kind => CloseReason::Io(kind),
-            };
-            log::warn!("{id}: register: {e}");
-            drop(stream);
-            self.shared.stats.count_refused(reason);
-            handler.on_close(id, reason);
-            return;
-        }
-        self.conns.insert(Connection {
-            stream,
-            id,
-            input: Default::default(),
-            output: Default::default(),
-            codec: self.codec.clone(),
-            last_active: self.shared.now(),
-            last_progress: self.shared.now(),
-            unacked: 0,
-            interest: Interest::READABLE,
-            flags: Flags::default(),
-            held: 0,
-        });
-        self.shared.stats.open += 1;
-        if let Some(idle) = self.config.idle_timeout {
-            let gen = self.next_gen;
-            self.shared
-                .timers
-                .push(self.shared.now() + idle, Due::Idle { key, gen });
-        }
-        self.open(key, handler);
     }
+}
 
-    /// Checks the connection fits: the table's key space, the configured
-    /// maximum, and the backend's fd capacity (select's FD_SETSIZE).
-    fn admit(&self, stream: &TcpStream, key: usize) -> Result<(), String> {
-        if key > KEY_MASK {
-            return Err(format!("connection table full ({KEY_MASK} slots)"));
-        }
-        if self.conns.len() >= self.config.max_connections {
-            return Err(format!(
-                "{} connections open, the configured maximum",
-                self.conns.len()
-            ));
-        }
-        let fd = stream.as_raw_fd();
-        match P::fd_capacity() {
-            Some(cap) if fd as usize >= cap => Err(format!(
-                "fd {fd} is beyond the {} backend's capacity ({cap})",
-                P::NAME
-            )),
-            _ => Ok(()),
-        }
-    }
+/// Accept errors that concern only the connection being accepted.
+fn retry_accept(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+    )
 }

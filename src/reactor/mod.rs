@@ -1,17 +1,27 @@
-//! The reactor: one event loop, a connection table, accept, read, write and
-//! close, generic over the [`Poller`] backend.
+//! The reactor: one event loop over any [`Poller`], its connection table,
+//! listeners, timers and the one close path.
 //!
-//! One loop turn: wait for readiness (the timeout comes from the nearest
-//! deadline), handle each event (accept, read and dispatch frames, flush),
-//! serve connections left over from the last turn's budget, fire due timers.
+//! This module owns the turn and everything that touches the poller or
+//! the table: register, modify and deregister happen only here and in
+//! `accept.rs`, and every close goes through [`Reactor::close`]. The
+//! pieces it drives are nouns of their own: a [`Connection`] works on one
+//! connection and returns a [`Step`]; [`Source`] is the token layout;
+//! `timers.rs` fires deadlines, `requests.rs` carries out what handlers
+//! asked by id, `accept.rs` owns the listeners.
+//!
+//! One turn: wait (the timeout comes from the nearest deadline), handle
+//! each event, serve connections left over from the last turn's budget,
+//! fire due timers.
 
 mod accept;
-mod config;
-mod io;
-mod stats;
+mod connection;
+mod requests;
+mod source;
+mod timers;
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,43 +29,14 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::codec::Codec;
-use crate::conn::{CloseReason, ConnId, Connection};
+use crate::config::Config;
 use crate::handler::{Control, Handler, Shared};
-use crate::timer::Due;
-use crate::{Events, Poller, Token, Trigger, Waker};
-
-pub use config::Config;
-pub use stats::Stats;
-
-/// Token layout: the waker, listeners (top bit set), and connections (slab
-/// key in the low half, generation above it).
-const WAKER: Token = Token(usize::MAX - 1);
-const LISTENER_BIT: usize = 1 << (usize::BITS - 1);
-const KEY_BITS: u32 = usize::BITS / 2;
-const KEY_MASK: usize = (1 << KEY_BITS) - 1;
-const GEN_MASK: u32 = ((LISTENER_BIT - 1) >> KEY_BITS) as u32;
-
-enum Target {
-    Waker,
-    Listener(usize),
-    Conn(usize, u32),
-}
-
-fn conn_token(key: usize, gen: u32) -> Token {
-    Token(key | ((gen & GEN_MASK) as usize) << KEY_BITS)
-}
-
-fn target(token: Token) -> Target {
-    match token.0 {
-        t if Token(t) == WAKER => Target::Waker,
-        t if t & LISTENER_BIT != 0 => Target::Listener(t & !LISTENER_BIT),
-        t => Target::Conn(t & KEY_MASK, (t >> KEY_BITS) as u32),
-    }
-}
-
-fn key_of(id: ConnId) -> (usize, u32) {
-    (id.0 & KEY_MASK, (id.0 >> KEY_BITS) as u32)
-}
+use crate::ids::{CloseReason, ConnId};
+use crate::stats::Stats;
+use crate::{Event, Events, Interest, Poller, Trigger, Waker};
+use accept::Listening;
+use connection::{io_reason, Connection, Io, Next, Step};
+use source::{Source, GEN_MASK};
 
 /// Stops a running [`Reactor`] from any thread (or a signal-handling
 /// thread): it stops accepting, flushes queued output for at most the
@@ -74,20 +55,15 @@ impl StopHandle {
     ///
     /// The error of waking the poller (the flag is set regardless, and the
     /// reactor sees it at its next wake-up).
-    pub fn stop(&self) -> std::io::Result<()> {
+    pub fn stop(&self) -> io::Result<()> {
         self.flag.store(true, Ordering::Release);
         self.waker.wake()
     }
 }
 
-struct Listener {
-    socket: TcpListener,
-    /// Accepting was cut short by the batch cap (edge-triggered carry-over).
-    ready: bool,
-}
-
-/// A TCP server's event loop: listeners, a connection table, framing by
-/// codec `C`, business logic by a [`Handler`], on any [`Poller`] backend.
+/// A server's event loop: listeners (TCP or Unix-domain), a connection
+/// table, framing by codec `C`, business logic by a [`Handler`], on any
+/// [`Poller`] backend.
 ///
 /// # Examples
 ///
@@ -128,16 +104,16 @@ pub struct Reactor<P: Poller, C: Codec + Clone> {
     config: Config,
     trigger: Trigger,
     codec: C,
-    listeners: Vec<Listener>,
+    listening: Listening,
     conns: Slab<Connection<C>>,
-    next_gen: u32,
-    /// The shared read buffer: a read lands here when the connection has
-    /// nothing buffered, so idle connections hold no input memory.
+    /// The serial number of the last connection made.
+    serial: u32,
+    /// The shared read buffer (see [`Io::scratch`]).
     scratch: Vec<u8>,
     /// Replies encoded during one batch, written with one `send`.
     out: Vec<u8>,
     /// Connections with input left unread after their budget (edge only).
-    ready: Vec<(usize, u32)>,
+    ready: Vec<ConnId>,
     shared: Shared,
     stop_flag: Arc<AtomicBool>,
     waker: Waker,
@@ -157,18 +133,18 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     ///   (edge on select or poll).
     /// - `InvalidInput` for `Trigger::Oneshot`, which the reactor does not use.
     /// - The error of creating the poller or its waker.
-    pub fn new(codec: C, config: Config) -> std::io::Result<Self> {
+    pub fn new(codec: C, config: Config) -> io::Result<Self> {
         let trigger = pick_trigger::<P>(config.trigger)?;
         let mut poller = P::new()?;
-        let waker = poller.waker(WAKER)?;
+        let waker = poller.waker(Source::Waker.to_token())?;
         Ok(Reactor {
             poller,
             events: Events::with_capacity(1024),
             trigger,
             codec,
-            listeners: Vec::new(),
+            listening: Listening::default(),
             conns: Slab::new(),
-            next_gen: 0,
+            serial: 0,
             scratch: vec![0; config.read_chunk],
             out: Vec::new(),
             ready: Vec::new(),
@@ -204,10 +180,9 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         &self.shared.stats
     }
 
-    /// The addresses being listened on.
+    /// The TCP addresses being listened on.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        let addrs = self.listeners.iter().map(|l| l.socket.local_addr());
-        addrs.filter_map(Result::ok).collect()
+        self.listening.local_addrs()
     }
 
     /// An upper bound on the user-space bytes one open connection with empty
@@ -226,7 +201,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// Only an error of the poller's `wait` itself (not a signal, which is
     /// no error): the loop cannot go on. Per-connection errors close that
     /// connection with a [`CloseReason`] and the loop goes on.
-    pub fn run<H: Handler>(&mut self, handler: &mut H) -> std::io::Result<()> {
+    pub fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
         self.shared.now = Some(Instant::now());
         handler.on_start(&mut Control {
             shared: &mut self.shared,
@@ -259,9 +234,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     }
 
     fn wait_timeout(&self) -> Option<Duration> {
-        let carry_over = !self.ready.is_empty() || self.listeners.iter().any(|l| l.ready);
-        let requests = !self.shared.to_close.is_empty() || !self.shared.outbox_ends.is_empty();
-        if carry_over || requests {
+        if !self.ready.is_empty() || self.listening.has_carry_over() || self.shared.has_requests() {
             return Some(Duration::ZERO);
         }
         // The clock now, not the turn's start: the turn's work must not
@@ -275,188 +248,91 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         }
     }
 
-    fn on_event<H: Handler>(&mut self, event: crate::Event, handler: &mut H) {
-        match target(event.token()) {
-            Target::Waker => {}
-            Target::Listener(i) => self.accept(i, handler),
-            Target::Conn(key, gen) => {
-                if self.is_live(key, gen) {
-                    self.conn_event(key, event, handler);
-                }
-                // Otherwise: a stale event for a connection closed earlier in
-                // this turn, maybe with its slot or fd reused. Ignore it.
+    fn on_event<H: Handler>(&mut self, event: Event, handler: &mut H) {
+        match Source::from_token(event.token()) {
+            Some(Source::Listener(i)) => self.accept(i, handler),
+            Some(Source::Conn(id)) => {
+                self.with_conn(id, handler, |c, io, h| c.on_event(event, io, h))
             }
+            // The waker only wakes; a user fd is not watched yet.
+            Some(Source::Waker) | Some(Source::User(_)) | None => {}
         }
     }
 
-    fn is_live(&self, key: usize, gen: u32) -> bool {
-        let live = self.conns.get(key).map(|c| key_of(c.id).1);
-        live == Some(gen & GEN_MASK)
+    /// Runs `work` on connection `id` if it is still live, then applies
+    /// the step it returns. An id that is not live (a stale event for a
+    /// connection closed earlier, maybe with its slot or fd reused) is
+    /// ignored.
+    fn with_conn<H: Handler>(
+        &mut self,
+        id: ConnId,
+        handler: &mut H,
+        work: impl FnOnce(&mut Connection<C>, &mut Io<'_>, &mut H) -> Step,
+    ) {
+        let Some(conn) = self.conns.get_mut(id.key as usize).filter(|c| c.id == id) else {
+            return;
+        };
+        let mut io = Io {
+            scratch: &mut self.scratch,
+            out: &mut self.out,
+            shared: &mut self.shared,
+            config: &self.config,
+            stopping: self.stopping.is_some(),
+        };
+        let step = work(conn, &mut io, handler);
+        self.apply(id, step, handler);
+    }
+
+    /// Carries out a connection's step: queue it for the next turn under
+    /// edge, then switch its interest or close it.
+    fn apply<H: Handler>(&mut self, id: ConnId, step: Step, handler: &mut H) {
+        let conn = &mut self.conns[id.key as usize];
+        if step.again && self.trigger == Trigger::Edge && !conn.flags.ready {
+            conn.flags.ready = true;
+            self.ready.push(id);
+        }
+        match step.next {
+            Next::Keep(want) if want == conn.interest => {}
+            Next::Keep(want) => {
+                let token = Source::Conn(id).to_token();
+                match self.poller.modify(&conn.stream, token, want, self.trigger) {
+                    Ok(()) => conn.interest = want,
+                    Err(e) => {
+                        log::warn!("{id}: modify interest: {e}");
+                        self.close(id, io_reason(&e), handler);
+                    }
+                }
+            }
+            Next::Close(reason) => self.close(id, reason, handler),
+        }
+    }
+
+    /// Is `id` a live connection?
+    fn is_live(&self, id: ConnId) -> bool {
+        self.conns.get(id.key as usize).is_some_and(|c| c.id == id)
     }
 
     fn serve_ready<H: Handler>(&mut self, handler: &mut H) {
-        for i in 0..self.listeners.len() {
-            if std::mem::take(&mut self.listeners[i].ready) {
+        for i in 0..self.listening.len() {
+            if self.listening.take_ready(i) {
                 self.accept(i, handler);
             }
         }
-        let ready = std::mem::take(&mut self.ready);
-        for &(key, gen) in &ready {
-            if self.is_live(key, gen) {
-                self.conns[key].flags.ready = false;
-                self.read_ready(key, false, handler);
-                self.finish(key, handler);
-            }
+        let mut ready = std::mem::take(&mut self.ready);
+        for &id in &ready {
+            self.with_conn(id, handler, |c, io, h| c.serve_again(io, h));
         }
         // Keep the allocation for the next turn.
-        let mut ready = ready;
         ready.clear();
         if self.ready.is_empty() {
             self.ready = ready;
         }
     }
 
-    fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
-        let now = self.shared.now();
-        while let Some((at, due)) = self.shared.timers.pop_due(now) {
-            match due {
-                Due::Idle { key, gen } => self.check_idle(key, gen, handler),
-                Due::Stall { key, gen } => self.check_stall(key, gen, handler),
-                Due::User(id) => {
-                    let Some(&every) = self.shared.user_timers.get(&id) else {
-                        continue; // cancelled
-                    };
-                    match every {
-                        Some(every) => {
-                            let next = (at + every).max(now);
-                            self.shared.timers.push(next, Due::User(id));
-                        }
-                        None => {
-                            self.shared.user_timers.remove(&id);
-                        }
-                    }
-                    handler.on_timer(
-                        &mut Control {
-                            shared: &mut self.shared,
-                        },
-                        id,
-                    );
-                    self.apply_requests(handler);
-                }
-                Due::Listener(i) => self.resume_listener(i),
-            }
-        }
-    }
-
-    /// Drops heap entries of closed connections and cancelled timers once
-    /// they outnumber the live ones.
-    fn compact_timers(&mut self) {
-        let (conns, user) = (&self.conns, &self.shared.user_timers);
-        self.shared.timers.compact(|due| match *due {
-            Due::Idle { key, gen } => conns.get(key).is_some_and(|c| key_of(c.id).1 == gen),
-            Due::Stall { key, gen } => conns
-                .get(key)
-                .is_some_and(|c| key_of(c.id).1 == gen && c.flags.stall_armed),
-            Due::User(id) => user.contains_key(&id),
-            Due::Listener(_) => true,
-        });
-    }
-
-    fn check_idle<H: Handler>(&mut self, key: usize, gen: u32, handler: &mut H) {
-        let Some(idle) = self.config.idle_timeout else {
-            return;
-        };
-        if !self.is_live(key, gen) {
-            return;
-        }
-        let now = self.shared.now();
-        let conn = &mut self.conns[key];
-        let mut due = conn.last_active + idle;
-        if due <= now && peer_took_bytes(conn, now) {
-            due = now + idle;
-        }
-        if due <= now {
-            log::debug!("{}: idle for {idle:?}, closing", conn.id);
-            self.close(key, CloseReason::IdleTimeout, handler);
-        } else {
-            self.shared.timers.push(due, Due::Idle { key, gen });
-        }
-    }
-
-    /// Closes a connection whose queued output made no progress for the
-    /// stall timeout; otherwise checks again when it would be due.
-    fn check_stall<H: Handler>(&mut self, key: usize, gen: u32, handler: &mut H) {
-        let Some(stall) = self.config.stall_timeout else {
-            return;
-        };
-        if !self.is_live(key, gen) {
-            return;
-        }
-        let conn = &mut self.conns[key];
-        conn.flags.stall_armed = false;
-        if conn.output.is_empty() {
-            return; // drained: the next queued byte arms a new check
-        }
-        let now = self.shared.now();
-        let mut due = conn.last_progress + stall;
-        if due <= now && peer_took_bytes(conn, now) {
-            due = now + stall;
-        }
-        if due <= now {
-            log::debug!("{}: output stalled for {stall:?}, closing", conn.id);
-            self.close(key, CloseReason::SlowConsumer, handler);
-        } else {
-            conn.flags.stall_armed = true;
-            self.shared.timers.push(due, Due::Stall { key, gen });
-        }
-    }
-
-    /// Carries out what handlers asked through [`Control`]: sends, then
-    /// closes, by id.
-    fn apply_requests<H: Handler>(&mut self, handler: &mut H) {
-        self.deliver_outbox(handler);
-        while let Some(id) = self.shared.to_close.pop() {
-            let (key, gen) = key_of(id);
-            if self.is_live(key, gen) {
-                self.close(key, CloseReason::ClosedByHandler, handler);
-            }
-        }
-    }
-
-    /// Encodes each payload queued by [`Control::send`] with its
-    /// connection's codec and writes it like a reply.
-    fn deliver_outbox<H: Handler>(&mut self, handler: &mut H) {
-        if self.shared.outbox_ends.is_empty() {
-            return;
-        }
-        let bytes = std::mem::take(&mut self.shared.outbox);
-        let ends = std::mem::take(&mut self.shared.outbox_ends);
-        let mut start = 0;
-        for &(id, end) in &ends {
-            let payload = &bytes[start..end];
-            start = end;
-            let (key, gen) = key_of(id);
-            if !self.is_live(key, gen) {
-                continue;
-            }
-            let conn = &mut self.conns[key];
-            if conn.flags.close.is_some() || conn.flags.drain_then_close {
-                continue;
-            }
-            match conn.codec.encode(payload, &mut self.out) {
-                Ok(()) => self.shared.stats.frames_out += 1,
-                Err(e) => log::warn!("{id}: send: {e}"),
-            }
-            self.finish(key, handler);
-        }
-        // Give the allocations back, unless a callback run from here (a
-        // resumed connection's frames) queued new sends meanwhile.
-        if self.shared.outbox_ends.is_empty() {
-            self.shared.outbox = bytes;
-            self.shared.outbox.clear();
-            self.shared.outbox_ends = ends;
-            self.shared.outbox_ends.clear();
-        }
+    /// The serial number for the next connection.
+    fn next_serial(&mut self) -> u32 {
+        self.serial = self.serial.wrapping_add(1) & GEN_MASK;
+        self.serial
     }
 
     fn begin_stop<H: Handler>(&mut self, handler: &mut H) {
@@ -466,43 +342,31 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         let now = Instant::now();
         self.shared.now = Some(now);
         self.stopping = Some(now + self.config.shutdown_grace);
-        for listener in self.listeners.drain(..) {
-            if let Err(e) = self.poller.deregister(&listener.socket) {
-                log::warn!("deregister listener: {e}");
-            }
-        }
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.finish(key, handler);
+        self.close_listeners();
+        for id in self.conn_ids() {
+            self.with_conn(id, handler, |c, io, h| c.settle(io, h));
         }
     }
 
     fn close_all<H: Handler>(&mut self, reason: CloseReason, handler: &mut H) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.close(key, reason, handler);
+        for id in self.conn_ids() {
+            self.close(id, reason, handler);
         }
+    }
+
+    fn conn_ids(&self) -> Vec<ConnId> {
+        self.conns.iter().map(|(_, c)| c.id).collect()
     }
 
     /// The one close path for every cause: deregister, close the fd, drop
     /// the state, then tell the handler.
-    fn close<H: Handler>(&mut self, key: usize, reason: CloseReason, handler: &mut H) {
-        let conn = self.conns.remove(key);
+    fn close<H: Handler>(&mut self, id: ConnId, reason: CloseReason, handler: &mut H) {
+        let conn = self.conns.remove(id.key as usize);
         if let Err(e) = self.poller.deregister(&conn.stream) {
-            log::warn!("{}: deregister: {e}", conn.id);
+            log::warn!("{id}: deregister: {e}");
         }
-        let held = conn.held;
-        let stall_armed = conn.flags.stall_armed;
-        let Connection {
-            stream,
-            id,
-            input,
-            output,
-            codec,
-            ..
-        } = conn;
-        drop(stream); // closes the fd
-        drop((input, output, codec));
+        let (held, stall_armed) = (conn.held, conn.flags.stall_armed);
+        drop(conn); // closes the fd, frees the buffers
         self.shared.stats.account(held, 0);
         self.shared.stats.count_close(reason);
         let stale = usize::from(self.config.idle_timeout.is_some()) + usize::from(stall_armed);
@@ -515,29 +379,11 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     }
 }
 
-/// Has the peer taken bytes from the kernel's send buffer since the last
-/// look? That is traffic the reactor does not see itself (a large reply
-/// the kernel is still feeding to a slow reader), and counts as activity
-/// and as write progress from `now`. Remembers what it saw for the next
-/// look (by either timer).
-fn peer_took_bytes<C>(conn: &mut Connection<C>, now: Instant) -> bool {
-    let Some(unacked) = crate::sys::unacked_bytes(conn.stream.as_fd()) else {
-        return false;
-    };
-    let moved = unacked > 0 && unacked != conn.unacked;
-    conn.unacked = unacked;
-    if moved {
-        conn.last_active = now;
-        conn.last_progress = now;
-    }
-    moved
-}
-
-fn pick_trigger<P: Poller>(asked: Option<Trigger>) -> std::io::Result<Trigger> {
+fn pick_trigger<P: Poller>(asked: Option<Trigger>) -> io::Result<Trigger> {
     let trigger = match asked {
         Some(Trigger::Oneshot) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
                 "the reactor runs Trigger::Level or Trigger::Edge, not Oneshot",
             ))
         }
@@ -548,3 +394,6 @@ fn pick_trigger<P: Poller>(asked: Option<Trigger>) -> std::io::Result<Trigger> {
     evmux_core::check_trigger::<P>(trigger)?;
     Ok(trigger)
 }
+
+/// Waits for readability only: what a new connection starts with.
+const READ: Interest = Interest::READABLE;

@@ -1,8 +1,8 @@
-//! `Stats`: the reactor's counters.
+//! `Stats`: the reactor's counters. A leaf: it knows only `CloseReason`.
 
 use std::fmt;
 
-use crate::conn::CloseReason;
+use crate::ids::CloseReason;
 
 /// Counters since the reactor was created.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,19 +75,8 @@ impl fmt::Display for Stats {
             self.fd_exhaustion,
             self.peak_buffered,
         )?;
-        const ALL: [CloseReason; CloseReason::COUNT] = [
-            CloseReason::PeerClosed,
-            CloseReason::Reset,
-            CloseReason::IdleTimeout,
-            CloseReason::FrameTooLarge,
-            CloseReason::Malformed,
-            CloseReason::ClosedByHandler,
-            CloseReason::ServerShutdown,
-            CloseReason::OverCapacity,
-            CloseReason::SlowConsumer,
-            CloseReason::Io(std::io::ErrorKind::Other),
-        ];
-        for reason in ALL {
+
+        for reason in CloseReason::ALL {
             let n = self.closed(reason);
             if n > 0 {
                 write!(f, " closed[{}]={n}", reason.name())?;

@@ -1,4 +1,5 @@
 //! `Config`: the reactor's knobs, with defaults a server can start from.
+//! A leaf: plain values, read by the reactor.
 
 use std::time::Duration;
 

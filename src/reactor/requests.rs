@@ -1,0 +1,53 @@
+//! What handlers asked through [`Control`](crate::Control), carried out
+//! after the callback: sends and closes by id.
+
+use super::Reactor;
+use crate::codec::Codec;
+use crate::handler::Handler;
+use crate::ids::CloseReason;
+use crate::Poller;
+
+impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
+    /// Carries out the queued requests: opens of adopted connections,
+    /// sends, then closes.
+    pub(super) fn apply_requests<H: Handler>(&mut self, handler: &mut H) {
+        let mut adopted = std::mem::take(&mut self.shared.adopted);
+        for &id in &adopted {
+            self.with_conn(id, handler, |c, io, h| c.open(io, h));
+        }
+        adopted.clear();
+        if self.shared.adopted.is_empty() {
+            self.shared.adopted = adopted; // keep the allocation
+        }
+        self.deliver_outbox(handler);
+        while let Some(id) = self.shared.to_close.pop() {
+            if self.is_live(id) {
+                self.close(id, CloseReason::ClosedByHandler, handler);
+            }
+        }
+    }
+
+    /// Encodes each payload queued by `Control::send` with its
+    /// connection's codec and writes it like a reply.
+    fn deliver_outbox<H: Handler>(&mut self, handler: &mut H) {
+        if self.shared.outbox_ends.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.shared.outbox);
+        let ends = std::mem::take(&mut self.shared.outbox_ends);
+        let mut start = 0;
+        for &(id, end) in &ends {
+            let payload = &bytes[start..end];
+            start = end;
+            self.with_conn(id, handler, |c, io, h| c.push(payload, io, h));
+        }
+        // Give the allocations back, unless a callback run from here (a
+        // resumed connection's frames) queued new sends meanwhile.
+        if self.shared.outbox_ends.is_empty() {
+            self.shared.outbox = bytes;
+            self.shared.outbox.clear();
+            self.shared.outbox_ends = ends;
+            self.shared.outbox_ends.clear();
+        }
+    }
+}
