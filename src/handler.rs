@@ -7,16 +7,22 @@
 //! never touches the poller or closes anything itself: closes and sends
 //! by id are requests the reactor carries out after the callback returns.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use slab::Slab;
+
 use crate::codec::Codec;
-use crate::ids::{CloseReason, ConnId, TimerId};
-use crate::net::Stream;
+use crate::ids::{CloseReason, ConnId, SourceId, TimerId};
+use crate::net::{Endpoint, Stream};
+use crate::source::{Source, GEN_MASK, MAX_KEY};
 use crate::stats::Stats;
 use crate::timer::Timers;
+use crate::{Interest, Poller, Readiness, Token, Trigger};
 
 /// The business logic plugged into a [`Reactor`](crate::Reactor).
 ///
@@ -29,9 +35,33 @@ pub trait Handler {
         let _ = ctl;
     }
 
-    /// A connection was accepted.
+    /// A connection was accepted (or adopted with
+    /// [`Reactor::adopt`](crate::Reactor::adopt)).
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         let _ = conn;
+    }
+
+    /// An outbound connection made with [`Control::connect`] is
+    /// established; frames sent to it meanwhile are flushed after this.
+    /// (`on_open` is not called for it.)
+    fn on_connect(&mut self, conn: &mut Conn<'_>) {
+        let _ = conn;
+    }
+
+    /// An outbound connection never got established: refused
+    /// (`ConnectionRefused`), timed out (`TimedOut`), unreachable, closed
+    /// by the handler or the stop before it connected
+    /// (`ConnectionAborted`). Frames queued for it are dropped. This is
+    /// the last callback for `id`: `on_close` is not called for it.
+    fn on_connect_failed(&mut self, ctl: &mut Control<'_>, id: ConnId, error: io::Error) {
+        let _ = (ctl, id, error);
+    }
+
+    /// An fd watched with [`Control::watch`] is ready. The reactor never
+    /// reads or closes it: do what its readiness asks (under edge
+    /// triggering, until `WouldBlock`).
+    fn on_ready(&mut self, ctl: &mut Control<'_>, source: SourceId, readiness: Readiness) {
+        let _ = (ctl, source, readiness);
     }
 
     /// One complete frame arrived (borrowed from the input buffer, without
@@ -79,12 +109,101 @@ pub(crate) enum Due {
     User(TimerId),
     /// A listener paused after fd exhaustion, to be watched again.
     Listener(usize),
+    /// An outbound connection's connect timeout.
+    Connect(ConnId),
+}
+
+/// The part of the poller a handler's requests use: registering and
+/// deregistering fds. Object-safe, so [`Control`] need not be generic.
+pub(crate) trait Registry {
+    fn register(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()>;
+    fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()>;
+}
+
+impl<P: Poller> Registry for P {
+    fn register(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> io::Result<()> {
+        Poller::register(self, &fd, token, interest, trigger)
+    }
+
+    fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        Poller::deregister(self, &fd)
+    }
+}
+
+/// The connection table's keys: which slots are free, and the serial
+/// numbers that tell a slot's users apart. Kept apart from the table so
+/// a handler can reserve an id (for [`Control::connect`]) while the
+/// table holds the connection it is called for.
+#[derive(Default)]
+pub(crate) struct Keys {
+    free: Vec<u32>,
+    next: usize,
+    serial: u32,
+}
+
+impl Keys {
+    /// A fresh id in a free slot; `None` when the table is full.
+    pub fn reserve(&mut self) -> Option<ConnId> {
+        let key = match self.free.pop() {
+            Some(key) => key,
+            None if self.next <= MAX_KEY => {
+                self.next += 1;
+                (self.next - 1) as u32
+            }
+            None => return None,
+        };
+        self.serial = self.serial.wrapping_add(1) & GEN_MASK;
+        Some(ConnId {
+            key,
+            gen: self.serial,
+        })
+    }
+
+    /// Gives a slot back once its connection is gone.
+    pub fn release(&mut self, key: u32) {
+        self.free.push(key);
+    }
+}
+
+/// A connection [`Control::connect`] started, waiting to be put in the
+/// table after the callback.
+pub(crate) struct PendingConnect {
+    pub id: ConnId,
+    pub stream: Stream,
+    pub to: Endpoint,
+    pub deadline: Instant,
+    /// Its own codec ([`Control::connect_with`]): the reactor's type.
+    pub codec: Option<Box<dyn Any + Send>>,
+}
+
+/// An fd the handler watches.
+pub(crate) struct Watch {
+    pub gen: u32,
+    pub fd: RawFd,
 }
 
 /// State shared by every callback and the reactor: timers, counters, and
 /// what handlers asked for by id.
-#[derive(Default)]
 pub(crate) struct Shared {
+    pub trigger: Trigger,
+    /// The reactor's codec type, which `connect_with` must match.
+    pub codec_type: TypeId,
+    pub keys: Keys,
+    pub connects: Vec<PendingConnect>,
+    pub watches: Slab<Watch>,
+    pub watch_serial: u32,
     pub timers: Timers<Due>,
     /// Live handler timers and their repeat interval.
     pub user_timers: HashMap<TimerId, Option<Duration>>,
@@ -103,22 +222,184 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub fn new(trigger: Trigger, codec_type: TypeId) -> Shared {
+        Shared {
+            trigger,
+            codec_type,
+            keys: Keys::default(),
+            connects: Vec::new(),
+            watches: Slab::new(),
+            watch_serial: 0,
+            timers: Timers::default(),
+            user_timers: HashMap::new(),
+            next_timer: 0,
+            stats: Stats::default(),
+            stop: false,
+            to_close: Vec::new(),
+            adopted: Vec::new(),
+            outbox: Vec::new(),
+            outbox_ends: Vec::new(),
+            now: None,
+        }
+    }
+
     pub fn now(&self) -> Instant {
         self.now.unwrap_or_else(Instant::now)
     }
 
     /// Are requests waiting to be carried out?
     pub fn has_requests(&self) -> bool {
-        !self.to_close.is_empty() || !self.outbox_ends.is_empty() || !self.adopted.is_empty()
+        !self.to_close.is_empty()
+            || !self.outbox_ends.is_empty()
+            || !self.adopted.is_empty()
+            || !self.connects.is_empty()
     }
 }
 
 /// What a handler may ask of the reactor from any callback.
 pub struct Control<'a> {
     pub(crate) shared: &'a mut Shared,
+    pub(crate) registry: &'a mut dyn Registry,
 }
 
 impl Control<'_> {
+    /// Starts an outbound connection and returns its id at once. The
+    /// connect runs in the background (a non-blocking connect; no name is
+    /// resolved here, which would block the loop: pass an address).
+    /// [`Handler::on_connect`] tells when it is up, or
+    /// [`Handler::on_connect_failed`] why not, at the latest once
+    /// `timeout` has passed. Frames sent to it before then are queued (up
+    /// to the high-water mark, like any output) and flushed once it
+    /// connects. It uses a clone of the reactor's codec.
+    ///
+    /// # Errors
+    ///
+    /// What fails at once: making the socket (`EMFILE`...), an address the
+    /// kernel refuses straight away (`ENETUNREACH`, `EADDRNOTAVAIL`...), a
+    /// full connection table, or registering (select's fd capacity,
+    /// `InvalidInput`). Nothing is left behind then.
+    pub fn connect(&mut self, to: impl Into<Endpoint>, timeout: Duration) -> io::Result<ConnId> {
+        self.start_connect(to.into(), timeout, None)
+    }
+
+    /// [`connect`](Control::connect) with a codec of its own, so one
+    /// reactor can speak one framing to clients and another upstream. The
+    /// codec must be of the reactor's codec type `C` (make `C` an enum to
+    /// speak several protocols).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Control::connect), and `InvalidInput` if `codec` is
+    /// not of the reactor's codec type.
+    pub fn connect_with<K: Codec + Send + 'static>(
+        &mut self,
+        to: impl Into<Endpoint>,
+        timeout: Duration,
+        codec: K,
+    ) -> io::Result<ConnId> {
+        if TypeId::of::<K>() != self.shared.codec_type {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "connect_with: the codec must be of the reactor's codec type, not {}",
+                    std::any::type_name::<K>()
+                ),
+            ));
+        }
+        self.start_connect(to.into(), timeout, Some(Box::new(codec)))
+    }
+
+    fn start_connect(
+        &mut self,
+        to: Endpoint,
+        timeout: Duration,
+        codec: Option<Box<dyn Any + Send>>,
+    ) -> io::Result<ConnId> {
+        let stream = to.start_connect()?;
+        let Some(id) = self.shared.keys.reserve() else {
+            return Err(io::Error::other(format!(
+                "connect to {to}: the connection table is full"
+            )));
+        };
+        let token = Source::Conn(id).to_token();
+        let trigger = self.shared.trigger;
+        if let Err(e) = self
+            .registry
+            .register(stream.as_fd(), token, Interest::WRITABLE, trigger)
+        {
+            self.shared.keys.release(id.key);
+            return Err(io::Error::new(e.kind(), format!("connect to {to}: {e}")));
+        }
+        let deadline = self.shared.now() + timeout;
+        self.shared.connects.push(PendingConnect {
+            id,
+            stream,
+            to,
+            deadline,
+            codec,
+        });
+        Ok(id)
+    }
+
+    /// Watches an fd the handler owns (a pipe, stdin, a timerfd, a
+    /// signalfd...) on the reactor's poller, with the reactor's trigger:
+    /// [`Handler::on_ready`] reports its readiness. The reactor never
+    /// reads, writes or closes it; call [`unwatch`](Control::unwatch)
+    /// before closing it.
+    ///
+    /// # Errors
+    ///
+    /// The backend's: `AlreadyExists` for an fd watched already,
+    /// `InvalidInput` past select's fd capacity, `PermissionDenied` for a
+    /// regular file on epoll.
+    pub fn watch(&mut self, fd: &impl AsFd, interest: Interest) -> io::Result<SourceId> {
+        let entry = self.shared.watches.vacant_entry();
+        let key = entry.key();
+        if key > MAX_KEY {
+            return Err(io::Error::other("watch: too many watched fds"));
+        }
+        self.shared.watch_serial = self.shared.watch_serial.wrapping_add(1) & GEN_MASK;
+        let id = SourceId {
+            key: key as u32,
+            gen: self.shared.watch_serial,
+        };
+        let token = Source::User(id).to_token();
+        let trigger = self.shared.trigger;
+        self.registry
+            .register(fd.as_fd(), token, interest, trigger)?;
+        let fd = fd.as_fd().as_raw_fd();
+        self.shared.watches.insert(Watch { gen: id.gen, fd });
+        Ok(id)
+    }
+
+    /// Stops watching: no event for `id` is reported after this, even one
+    /// the poller had already returned in this turn.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an id not watched (any more); `InvalidInput` if `fd`
+    /// is not the fd watched as `id`; the backend's deregister error.
+    pub fn unwatch(&mut self, id: SourceId, fd: &impl AsFd) -> io::Result<()> {
+        let raw = fd.as_fd().as_raw_fd();
+        match self.shared.watches.get(id.key as usize) {
+            Some(w) if w.gen == id.gen && w.fd == raw => {}
+            Some(w) if w.gen == id.gen => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unwatch {id}: it watches fd {}, not fd {raw}", w.fd),
+                ))
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("unwatch {id}: not watched"),
+                ))
+            }
+        }
+        self.shared.watches.remove(id.key as usize);
+        self.registry.deregister(fd.as_fd())
+    }
+
     /// Fires [`Handler::on_timer`] once, `after` from now.
     pub fn set_timer(&mut self, after: Duration) -> TimerId {
         self.add_timer(after, None)

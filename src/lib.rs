@@ -124,6 +124,7 @@ pub mod codec;
 mod config;
 mod ids;
 mod net;
+mod source;
 mod stats;
 mod sys;
 mod timer;
@@ -135,7 +136,7 @@ mod reactor;
 pub use config::Config;
 pub use handler::{Conn, Control, Handler};
 pub use ids::{CloseReason, ConnId, SourceId, TimerId};
-pub use net::{Listener, Stream};
+pub use net::{Endpoint, Listener, Stream};
 pub use reactor::{Reactor, StopHandle};
 pub use stats::Stats;
 

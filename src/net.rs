@@ -182,3 +182,132 @@ pub(crate) fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
         )),
     }
 }
+
+/// Where to connect: a TCP address or a Unix-domain socket path.
+///
+/// Parses from `HOST:PORT` with a numeric host (`127.0.0.1:6379`,
+/// `[::1]:80`) or `unix:/path`; names are not resolved (a lookup would
+/// block the loop: resolve before, and pass the address).
+///
+/// ```
+/// use evmux::Endpoint;
+///
+/// let tcp: Endpoint = "127.0.0.1:6379".parse()?;
+/// assert_eq!(tcp, Endpoint::Tcp("127.0.0.1:6379".parse().unwrap()));
+/// let unix: Endpoint = "unix:/run/app.sock".parse()?;
+/// assert_eq!(unix.to_string(), "unix:/run/app.sock");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix-domain socket path.
+    Unix(std::path::PathBuf),
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint::Tcp(addr)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = io::Error;
+
+    /// # Errors
+    ///
+    /// `InvalidInput` naming the two forms, for anything else.
+    fn from_str(text: &str) -> io::Result<Endpoint> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if !path.is_empty() {
+                return Ok(Endpoint::Unix(path.into()));
+            }
+        }
+        text.parse::<SocketAddr>().map(Endpoint::Tcp).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{text:?}: expected HOST:PORT with a numeric host (127.0.0.1:7878) or unix:/path"),
+            )
+        })
+    }
+}
+
+impl Endpoint {
+    /// Opens a non-blocking, close-on-exec socket and starts connecting;
+    /// the connection completes (or fails) later, when the socket turns
+    /// writable.
+    pub(crate) fn start_connect(&self) -> io::Result<Stream> {
+        match self {
+            Endpoint::Tcp(addr) => {
+                let (storage, len) = sockaddr_of(addr);
+                let domain = storage.ss_family as libc::c_int;
+                let fd = sys::stream_socket(domain)?;
+                let ptr = (&storage as *const libc::sockaddr_storage).cast();
+                // SAFETY: `storage` holds a socket address of `len` bytes.
+                unsafe { sys::connect(fd.as_fd(), ptr, len)? };
+                Ok(Stream::Tcp(TcpStream::from(fd)))
+            }
+            Endpoint::Unix(path) => {
+                let (addr, len) = sockaddr_un(path)?;
+                let fd = sys::stream_socket(libc::AF_UNIX)?;
+                let ptr = (&addr as *const libc::sockaddr_un).cast();
+                // SAFETY: `addr` holds a socket address of `len` bytes.
+                unsafe { sys::connect(fd.as_fd(), ptr, len)? };
+                Ok(Stream::Unix(UnixStream::from(fd)))
+            }
+        }
+    }
+}
+
+/// `addr` as the C socket address the kernel takes, and its length.
+fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for
+            // sockaddr_in, so the cast view stays inside `storage`.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// `path` as a Unix-domain socket address, and its length.
+fn sockaddr_un(path: &std::path::Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    check_unix_path(path)?;
+    // SAFETY: sockaddr_un is plain old data; all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let base = std::mem::size_of::<libc::sa_family_t>();
+    Ok((addr, (base + bytes.len() + 1) as libc::socklen_t))
+}

@@ -9,6 +9,11 @@ use crate::ids::CloseReason;
 pub struct Stats {
     /// Connections accepted (including those then refused as over capacity).
     pub accepted: u64,
+    /// Outbound connections established ([`Control::connect`](crate::Control::connect)).
+    pub connected: u64,
+    /// Outbound connections that failed or were given up before they
+    /// connected (not counted in the closes).
+    pub connect_failed: u64,
     /// Connections open now.
     pub open: u64,
     /// Bytes read from connections.
@@ -64,13 +69,15 @@ impl fmt::Display for Stats {
         write!(
             f,
             "accepted={} open={} bytes_in={} bytes_out={} frames_in={} frames_out={} \
-             writes={} fd_exhaustion={} peak_buffered={}",
+             connected={} connect_failed={} writes={} fd_exhaustion={} peak_buffered={}",
             self.accepted,
             self.open,
             self.bytes_in,
             self.bytes_out,
             self.frames_in,
             self.frames_out,
+            self.connected,
+            self.connect_failed,
             self.writes,
             self.fd_exhaustion,
             self.peak_buffered,

@@ -189,3 +189,60 @@ fn setsockopt_int(
     })?;
     Ok(())
 }
+
+/// A new stream socket of `domain` (`AF_INET`, `AF_INET6`, `AF_UNIX`),
+/// non-blocking and close-on-exec from the start.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+pub(crate) fn stream_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket(2) takes plain integers; a valid fd is returned or -1.
+    let fd = cvt(unsafe { libc::socket(domain, ty, 0) })?;
+    // SAFETY: `fd` was just returned by socket and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new stream socket of `domain`, non-blocking and close-on-exec.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+pub(crate) fn stream_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes plain integers; a valid fd is returned or -1.
+    let fd = cvt(unsafe { libc::socket(domain, libc::SOCK_STREAM, 0) })?;
+    // SAFETY: `fd` was just returned by socket and is owned by no one else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    evmux_core::set_nonblocking(std::os::fd::AsFd::as_fd(&owned))?;
+    set_cloexec(std::os::fd::AsFd::as_fd(&owned))?;
+    Ok(owned)
+}
+
+/// Starts connecting `fd` to the address in `addr` (`len` bytes of it).
+/// `Ok` means connected or in progress (`EINPROGRESS`): the socket turns
+/// writable when it is done, with the outcome in `SO_ERROR`.
+///
+/// # Safety
+///
+/// `addr` must point to a socket address of at least `len` bytes.
+pub(crate) unsafe fn connect(
+    fd: BorrowedFd<'_>,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> io::Result<()> {
+    // SAFETY: the caller guarantees `addr` covers `len` bytes.
+    match cvt(unsafe { libc::connect(fd.as_raw_fd(), addr, len) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

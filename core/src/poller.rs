@@ -109,6 +109,9 @@ pub trait Poller: Sized + Send + 'static {
     /// - `Unsupported` if the backend cannot deliver `trigger`.
     /// - `InvalidInput` if `fd` is past [`fd_capacity`](Poller::fd_capacity),
     ///   or `token` is [`Token::RESERVED`].
+    /// - `PermissionDenied` on epoll for a regular file or directory, which
+    ///   epoll cannot watch; select and poll take them and always report
+    ///   them ready (the message says so).
     /// - Any error of the underlying syscall.
     fn register<F: AsFd + ?Sized>(
         &mut self,

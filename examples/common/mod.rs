@@ -101,7 +101,7 @@ impl ServerArgs {
 /// Runs a server with the backend `--backend` names, until SIGINT or
 /// SIGTERM; prints the counters (or the error) to stderr. `name` prefixes
 /// what is printed.
-pub fn run<C: Codec + Clone, H: Handler>(
+pub fn run<C: Codec + Clone + 'static, H: Handler>(
     name: &str,
     args: &ServerArgs,
     codec: C,
@@ -146,7 +146,7 @@ pub fn run<C: Codec + Clone, H: Handler>(
 /// The error of creating the reactor (`Unsupported` for edge triggering
 /// on select or poll), of listening, of printing the announcement, or of
 /// the loop itself.
-pub fn serve<P: Poller, C: Codec + Clone, H: Handler>(
+pub fn serve<P: Poller, C: Codec + Clone + 'static, H: Handler>(
     args: &ServerArgs,
     codec: C,
     handler: &mut H,

@@ -9,29 +9,37 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Connection, Reactor, Source, READ};
+use super::{Connection, Reactor, READ};
 use crate::codec::Codec;
 use crate::handler::{Due, Handler};
 use crate::ids::{CloseReason, ConnId};
 use crate::net::{Listener, Stream};
+use crate::source::Source;
 use crate::{sys, Interest, Poller, Trigger};
 
 /// How long a listener rests when fds ran out and no spare fd was left.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
 /// The reactor's listeners.
-#[derive(Default)]
-pub(super) struct Listening {
-    slots: Vec<Slot>,
+pub(super) struct Listening<C> {
+    slots: Vec<Slot<C>>,
 }
 
-struct Slot {
+impl<C> Default for Listening<C> {
+    fn default() -> Listening<C> {
+        Listening { slots: Vec::new() }
+    }
+}
+
+struct Slot<C> {
     socket: Listener,
+    /// The codec its connections get, if not the reactor's.
+    codec: Option<C>,
     /// Accepting was cut short by the batch cap (edge-triggered carry-over).
     ready: bool,
 }
 
-impl Listening {
+impl<C> Listening<C> {
     pub(super) fn local_addrs(&self) -> Vec<SocketAddr> {
         self.slots
             .iter()
@@ -55,7 +63,7 @@ impl Listening {
     }
 }
 
-impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
+impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
     /// Binds a non-blocking TCP listener (`SO_REUSEADDR`, close-on-exec) and
     /// starts accepting on it when [`run`](Reactor::run) runs. Port 0 picks
     /// a free port: the address actually bound is returned.
@@ -102,7 +110,21 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// The error of preparing or registering the listener (`InvalidInput`
     /// past select's fd capacity).
     pub fn listen_on(&mut self, listener: impl Into<Listener>) -> io::Result<()> {
-        let socket = listener.into();
+        self.listen_on_with(listener.into(), None)
+    }
+
+    /// [`listen_on`](Reactor::listen_on), giving the connections accepted
+    /// there a clone of `codec` instead of the reactor's: one reactor can
+    /// frame differently on two ports.
+    ///
+    /// # Errors
+    ///
+    /// As [`listen_on`](Reactor::listen_on).
+    pub fn listen_with(&mut self, listener: impl Into<Listener>, codec: C) -> io::Result<()> {
+        self.listen_on_with(listener.into(), Some(codec))
+    }
+
+    fn listen_on_with(&mut self, socket: Listener, codec: Option<C>) -> io::Result<()> {
         socket.prepare()?;
         sys::set_backlog(socket.as_fd(), self.config.backlog)?;
         let token = Source::Listener(self.listening.slots.len()).to_token();
@@ -116,7 +138,11 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             None => log::info!("listening on a unix socket backend={}", P::NAME),
         }
         let ready = false;
-        self.listening.slots.push(Slot { socket, ready });
+        self.listening.slots.push(Slot {
+            socket,
+            codec,
+            ready,
+        });
         Ok(())
     }
 
@@ -134,14 +160,17 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     pub fn adopt(&mut self, stream: impl Into<Stream>) -> io::Result<ConnId> {
         let stream = stream.into();
         stream.prepare()?;
-        let key = self.conns.vacant_key();
-        let id = ConnId {
-            key: key as u32,
-            gen: self.next_serial(),
-        };
-        self.admit(&stream, key)
-            .map_err(|(_, why)| io::Error::other(format!("adopt: refused: {why}")))?;
-        self.insert(stream, id);
+        let refused = |why| io::Error::other(format!("adopt: refused: {why}"));
+        let id = self
+            .shared
+            .keys
+            .reserve()
+            .ok_or_else(|| refused(TABLE_FULL.into()))?;
+        if let Err((_, why)) = self.admit(&stream, id) {
+            self.shared.keys.release(id.key);
+            return Err(refused(why));
+        }
+        self.insert(stream, id, self.codec.clone());
         self.shared.adopted.push(id);
         Ok(id)
     }
@@ -153,7 +182,10 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
                 return;
             };
             match slot.socket.accept() {
-                Ok(stream) => self.add_conn(stream, handler),
+                Ok(stream) => {
+                    let codec = slot.codec.as_ref().unwrap_or(&self.codec).clone();
+                    self.add_conn(stream, codec, handler)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if retry_accept(&e) => continue,
                 Err(e) if sys::is_fd_exhaustion(&e) => {
@@ -243,30 +275,31 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
 
     /// Takes a new connection into the table, or refuses it; then calls
     /// `on_open`.
-    fn add_conn<H: Handler>(&mut self, stream: Stream, handler: &mut H) {
+    fn add_conn<H: Handler>(&mut self, stream: Stream, codec: C, handler: &mut H) {
         self.shared.stats.accepted += 1;
-        let key = self.conns.vacant_key();
-        let id = ConnId {
-            key: key as u32,
-            gen: self.next_serial(),
+        let Some(id) = self.shared.keys.reserve() else {
+            log::warn!("refused a connection: {TABLE_FULL}");
+            self.shared.stats.count_refused(CloseReason::OverCapacity);
+            return;
         };
-        if let Err((reason, why)) = self.admit(&stream, key) {
+        if let Err((reason, why)) = self.admit(&stream, id) {
             log::warn!("{id}: refused: {why}");
             drop(stream);
+            self.shared.keys.release(id.key);
             self.shared.stats.count_refused(reason);
             handler.on_close(id, reason);
             return;
         }
-        self.insert(stream, id);
+        log::debug!("{id}: accepted from {}", PeerName(&stream));
+        self.insert(stream, id, codec);
         self.with_conn(id, handler, |c, io, h| c.open(io, h));
     }
 
     /// Puts an admitted connection in the table, with its idle timer.
-    fn insert(&mut self, stream: Stream, id: ConnId) {
+    fn insert(&mut self, stream: Stream, id: ConnId, codec: C) {
         self.tune(&stream, id);
         let now = self.shared.now();
-        self.conns
-            .insert(Connection::new(stream, id, self.codec.clone(), now));
+        self.conns.insert(Connection::new(stream, id, codec, now));
         self.shared.stats.open += 1;
         if let Some(idle) = self.config.idle_timeout {
             self.shared.timers.push(now + idle, Due::Idle(id));
@@ -276,11 +309,8 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// Checks the connection fits (the table's key space, the configured
     /// maximum, the backend's fd capacity: select's FD_SETSIZE), then
     /// registers it.
-    fn admit(&mut self, stream: &Stream, key: usize) -> Result<(), (CloseReason, String)> {
+    fn admit(&mut self, stream: &Stream, id: ConnId) -> Result<(), (CloseReason, String)> {
         let refuse = |why| Err((CloseReason::OverCapacity, why));
-        if key > super::source::MAX_KEY {
-            return refuse(format!("connection table full ({key} slots)"));
-        }
         if self.conns.len() >= self.config.max_connections {
             return refuse(format!(
                 "{} connections open, the configured maximum",
@@ -294,11 +324,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
                 P::NAME
             ));
         }
-        let token = Source::Conn(ConnId {
-            key: key as u32,
-            gen: self.serial,
-        })
-        .to_token();
+        let token = Source::Conn(id).to_token();
         self.poller
             .register(stream, token, READ, self.trigger)
             .map_err(|e| {
@@ -322,6 +348,20 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             if let Err(e) = sys::set_keepalive(stream.as_fd(), idle) {
                 log::debug!("{id}: keepalive: {e}");
             }
+        }
+    }
+}
+
+const TABLE_FULL: &str = "the connection table is full";
+
+/// A connection's peer, for logs: `127.0.0.1:5000`, or `a unix socket`.
+struct PeerName<'a>(&'a Stream);
+
+impl std::fmt::Display for PeerName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.peer_addr() {
+            Ok(addr) => write!(f, "{addr}"),
+            Err(_) => f.write_str("a unix socket"),
         }
     }
 }

@@ -16,9 +16,9 @@ use std::time::Instant;
 use crate::buffer::Buffer;
 use crate::codec::{Codec, DecodeError};
 use crate::config::Config;
-use crate::handler::{Conn, Control, Due, Flags, Handler, Shared};
+use crate::handler::{Conn, Control, Due, Flags, Handler, Registry, Shared};
 use crate::ids::{CloseReason, ConnId};
-use crate::net::Stream;
+use crate::net::{Endpoint, Stream};
 use crate::stats::Stats;
 use crate::{sys, Event, Interest};
 
@@ -54,6 +54,7 @@ pub(crate) struct Io<'a> {
     /// Replies encoded during one batch, written with one `send`.
     pub out: &'a mut Vec<u8>,
     pub shared: &'a mut Shared,
+    pub registry: &'a mut dyn Registry,
     pub config: &'a Config,
     /// The reactor is stopping: read no more.
     pub stopping: bool,
@@ -71,6 +72,8 @@ pub(crate) struct Connection<C> {
     /// last looked, to tell a peer that is still reading from one that
     /// stopped.
     unacked: u32,
+    /// Where an outbound connection is connecting to, until it connects.
+    pub connecting: Option<Box<Endpoint>>,
     /// The interest currently registered with the poller.
     pub interest: Interest,
     pub flags: Flags,
@@ -93,10 +96,27 @@ impl<C: Codec> Connection<C> {
             },
             last_active: now,
             unacked: 0,
+            connecting: None,
             interest: Interest::READABLE,
             flags: Flags::default(),
             held: 0,
         }
+    }
+
+    /// An outbound connection, connecting (registered for writability,
+    /// which says the connect is done).
+    pub fn connecting(
+        stream: Stream,
+        id: ConnId,
+        codec: C,
+        to: Endpoint,
+        now: Instant,
+    ) -> Connection<C> {
+        let mut conn = Connection::new(stream, id, codec, now);
+        conn.connecting = Some(Box::new(to));
+        conn.interest = Interest::WRITABLE;
+        conn.out.blocked = true; // nothing is written before it connects
+        conn
     }
 
     /// Calls `on_open`, then settles what it sent.
@@ -107,14 +127,63 @@ impl<C: Codec> Connection<C> {
             out: io.out,
             codec: &mut self.codec,
             flags: &mut self.flags,
-            ctl: Control { shared: io.shared },
+            ctl: Control {
+                shared: io.shared,
+                registry: io.registry,
+            },
         };
         handler.on_open(&mut conn);
         self.settle(io, handler)
     }
 
+    /// An outbound connection's first event: done, or failed. Once
+    /// connected, `on_connect` runs and what was queued is flushed.
+    fn finish_connect<H: Handler>(
+        &mut self,
+        event: Event,
+        io: &mut Io<'_>,
+        handler: &mut H,
+    ) -> Step {
+        let failed = match sys::take_error(self.stream.as_fd()) {
+            Ok(None) if event.is_error() || event.is_hup() => Some(CloseReason::Reset),
+            Ok(None) => None,
+            Ok(Some(e)) | Err(e) => Some(io_reason(&e)),
+        };
+        if let Some(reason) = failed {
+            return Step {
+                next: Next::Close(reason),
+                again: false,
+            };
+        }
+        if !event.is_writable() {
+            let next = Next::Keep(self.interest); // not done yet
+            return Step { next, again: false };
+        }
+        self.connecting = None;
+        self.out.blocked = false;
+        io.shared.stats.connected += 1;
+        io.shared.stats.open += 1;
+        self.last_active = io.shared.now();
+        let mut conn = Conn {
+            id: self.id,
+            stream: &self.stream,
+            out: io.out,
+            codec: &mut self.codec,
+            flags: &mut self.flags,
+            ctl: Control {
+                shared: io.shared,
+                registry: io.registry,
+            },
+        };
+        handler.on_connect(&mut conn);
+        self.settle(io, handler)
+    }
+
     /// Handles one poller event: the error, room to write, input, hang-up.
     pub fn on_event<H: Handler>(&mut self, event: Event, io: &mut Io<'_>, handler: &mut H) -> Step {
+        if self.connecting.is_some() {
+            return self.finish_connect(event, io, handler);
+        }
         if event.is_error() {
             let next = Next::Close(error_reason(&self.stream));
             return Step { next, again: false };
@@ -297,6 +366,7 @@ impl<C: Codec> Connection<C> {
             scratch,
             out: batch,
             shared,
+            registry,
             config,
             ..
         } = io;
@@ -324,7 +394,10 @@ impl<C: Codec> Connection<C> {
                 out: batch,
                 codec: &mut *codec,
                 flags: &mut *flags,
-                ctl: Control { shared },
+                ctl: Control {
+                    shared,
+                    registry: &mut **registry,
+                },
             };
             handler.on_frame(&mut conn, frame);
             match out.after_frame(stream, batch, config.high_water, shared) {
@@ -389,7 +462,8 @@ impl<C: Codec> Connection<C> {
 
     fn wants_read(&self) -> bool {
         let flags = &self.flags;
-        !flags.paused && !flags.eof && !flags.drain_then_close && flags.close.is_none()
+        let open = self.connecting.is_none() && flags.close.is_none();
+        open && !flags.paused && !flags.eof && !flags.drain_then_close
     }
 
     /// The close a settled connection is due, if any.
@@ -417,7 +491,7 @@ impl<C: Codec> Connection<C> {
         if self.wants_read() && !stopping {
             want |= Interest::READABLE;
         }
-        if !self.out.queue.is_empty() {
+        if !self.out.queue.is_empty() || self.connecting.is_some() {
             want |= Interest::WRITABLE;
         }
         want

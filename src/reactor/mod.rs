@@ -16,7 +16,7 @@
 mod accept;
 mod connection;
 mod requests;
-mod source;
+mod table;
 mod timers;
 
 use std::io;
@@ -26,17 +26,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
-
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::handler::{Control, Handler, Shared};
-use crate::ids::{CloseReason, ConnId};
+use crate::ids::{CloseReason, ConnId, SourceId};
+use crate::source::Source;
 use crate::stats::Stats;
 use crate::{Event, Events, Interest, Poller, Trigger, Waker};
 use accept::Listening;
 use connection::{io_reason, Connection, Io, Next, Step};
-use source::{Source, GEN_MASK};
+use table::Table;
 
 /// Stops a running [`Reactor`] from any thread (or a signal-handling
 /// thread): it stops accepting, flushes queued output for at most the
@@ -98,16 +97,14 @@ impl StopHandle {
 /// server.join().unwrap()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct Reactor<P: Poller, C: Codec + Clone> {
+pub struct Reactor<P: Poller, C: Codec + Clone + 'static> {
     poller: P,
     events: Events,
     config: Config,
     trigger: Trigger,
     codec: C,
-    listening: Listening,
-    conns: Slab<Connection<C>>,
-    /// The serial number of the last connection made.
-    serial: u32,
+    listening: Listening<C>,
+    conns: Table<C>,
     /// The shared read buffer (see [`Io::scratch`]).
     scratch: Vec<u8>,
     /// Replies encoded during one batch, written with one `send`.
@@ -123,7 +120,7 @@ pub struct Reactor<P: Poller, C: Codec + Clone> {
     stopping: Option<Instant>,
 }
 
-impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
+impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
     /// Creates a reactor: the poller, its waker, and the shared buffers.
     /// Each connection gets a clone of `codec`.
     ///
@@ -143,12 +140,11 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             trigger,
             codec,
             listening: Listening::default(),
-            conns: Slab::new(),
-            serial: 0,
+            conns: Table::new(),
             scratch: vec![0; config.read_chunk],
             out: Vec::new(),
             ready: Vec::new(),
-            shared: Shared::default(),
+            shared: Shared::new(trigger, std::any::TypeId::of::<C>()),
             stop_flag: Arc::new(AtomicBool::new(false)),
             waker,
             reserve: crate::sys::open_reserve().ok(),
@@ -189,7 +185,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// buffers costs: its slot in the connection table. Idle connections
     /// hold no buffer memory ([`Stats::buffered`] counts what they do hold).
     pub fn idle_connection_size() -> usize {
-        std::mem::size_of::<Connection<C>>() + std::mem::size_of::<usize>()
+        std::mem::size_of::<Option<Connection<C>>>() + std::mem::size_of::<u32>()
     }
 
     /// Runs the loop until stopped by a [`StopHandle`] or
@@ -205,6 +201,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         self.shared.now = Some(Instant::now());
         handler.on_start(&mut Control {
             shared: &mut self.shared,
+            registry: &mut self.poller,
         });
         loop {
             self.apply_requests(handler);
@@ -254,8 +251,9 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             Some(Source::Conn(id)) => {
                 self.with_conn(id, handler, |c, io, h| c.on_event(event, io, h))
             }
-            // The waker only wakes; a user fd is not watched yet.
-            Some(Source::Waker) | Some(Source::User(_)) | None => {}
+            Some(Source::User(id)) => self.on_ready(id, event, handler),
+            // The waker only wakes the loop.
+            Some(Source::Waker) | None => {}
         }
     }
 
@@ -269,13 +267,14 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         handler: &mut H,
         work: impl FnOnce(&mut Connection<C>, &mut Io<'_>, &mut H) -> Step,
     ) {
-        let Some(conn) = self.conns.get_mut(id.key as usize).filter(|c| c.id == id) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         let mut io = Io {
             scratch: &mut self.scratch,
             out: &mut self.out,
             shared: &mut self.shared,
+            registry: &mut self.poller,
             config: &self.config,
             stopping: self.stopping.is_some(),
         };
@@ -286,7 +285,9 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// Carries out a connection's step: queue it for the next turn under
     /// edge, then switch its interest or close it.
     fn apply<H: Handler>(&mut self, id: ConnId, step: Step, handler: &mut H) {
-        let conn = &mut self.conns[id.key as usize];
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         if step.again && self.trigger == Trigger::Edge && !conn.flags.ready {
             conn.flags.ready = true;
             self.ready.push(id);
@@ -309,7 +310,21 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
 
     /// Is `id` a live connection?
     fn is_live(&self, id: ConnId) -> bool {
-        self.conns.get(id.key as usize).is_some_and(|c| c.id == id)
+        self.conns.get(id).is_some()
+    }
+
+    /// Reports a watched fd's readiness, unless it was unwatched (maybe
+    /// earlier in this turn, with its fd reused).
+    fn on_ready<H: Handler>(&mut self, id: SourceId, event: Event, handler: &mut H) {
+        let watched = self.shared.watches.get(id.key as usize);
+        if !watched.is_some_and(|w| w.gen == id.gen) {
+            return;
+        }
+        let mut ctl = Control {
+            shared: &mut self.shared,
+            registry: &mut self.poller,
+        };
+        handler.on_ready(&mut ctl, id, event.readiness());
     }
 
     fn serve_ready<H: Handler>(&mut self, handler: &mut H) {
@@ -327,12 +342,6 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         if self.ready.is_empty() {
             self.ready = ready;
         }
-    }
-
-    /// The serial number for the next connection.
-    fn next_serial(&mut self) -> u32 {
-        self.serial = self.serial.wrapping_add(1) & GEN_MASK;
-        self.serial
     }
 
     fn begin_stop<H: Handler>(&mut self, handler: &mut H) {
@@ -355,27 +364,62 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     }
 
     fn conn_ids(&self) -> Vec<ConnId> {
-        self.conns.iter().map(|(_, c)| c.id).collect()
+        self.conns.ids()
     }
 
     /// The one close path for every cause: deregister, close the fd, drop
-    /// the state, then tell the handler.
+    /// the state, free the slot, then tell the handler (`on_close`, or
+    /// `on_connect_failed` for a connection that never connected).
     fn close<H: Handler>(&mut self, id: ConnId, reason: CloseReason, handler: &mut H) {
-        let conn = self.conns.remove(id.key as usize);
+        let Some(conn) = self.conns.remove(id) else {
+            return;
+        };
         if let Err(e) = self.poller.deregister(&conn.stream) {
             log::warn!("{id}: deregister: {e}");
         }
         let (held, stall_armed) = (conn.held, conn.flags.stall_armed);
+        let connecting = conn.connecting.as_deref().cloned();
         drop(conn); // closes the fd, frees the buffers
+        self.shared.keys.release(id.key);
         self.shared.stats.account(held, 0);
-        self.shared.stats.count_close(reason);
         let stale = usize::from(self.config.idle_timeout.is_some()) + usize::from(stall_armed);
-        if stale > 0 {
-            (0..stale).for_each(|_| self.shared.timers.mark_stale());
-            self.compact_timers();
+        (0..stale).for_each(|_| self.shared.timers.mark_stale());
+        self.compact_timers();
+        match connecting {
+            Some(to) => self.fail_connect(id, &to, reason, handler),
+            None => {
+                self.shared.stats.count_close(reason);
+                log::debug!("{id}: closed: {reason}");
+                handler.on_close(id, reason);
+            }
         }
-        log::debug!("{id}: closed: {reason}");
-        handler.on_close(id, reason);
+    }
+
+    /// Tells the handler an outbound connection never connected.
+    fn fail_connect<H: Handler>(
+        &mut self,
+        id: ConnId,
+        to: &crate::Endpoint,
+        reason: CloseReason,
+        handler: &mut H,
+    ) {
+        self.shared.stats.connect_failed += 1;
+        let kind = match reason {
+            CloseReason::Io(kind) => kind,
+            CloseReason::Reset => io::ErrorKind::ConnectionReset,
+            _ => io::ErrorKind::ConnectionAborted,
+        };
+        let why = match reason {
+            CloseReason::Io(_) | CloseReason::Reset => kind.to_string(),
+            other => format!("given up before it connected ({other})"),
+        };
+        let error = io::Error::new(kind, format!("connect to {to}: {why}"));
+        log::debug!("{id}: {error}");
+        let mut ctl = Control {
+            shared: &mut self.shared,
+            registry: &mut self.poller,
+        };
+        handler.on_connect_failed(&mut ctl, id, error);
     }
 }
 

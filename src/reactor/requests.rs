@@ -1,13 +1,14 @@
 //! What handlers asked through [`Control`](crate::Control), carried out
 //! after the callback: sends and closes by id.
 
-use super::Reactor;
+use super::{Connection, Reactor};
 use crate::codec::Codec;
+use crate::handler::Due;
 use crate::handler::Handler;
 use crate::ids::CloseReason;
 use crate::Poller;
 
-impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
+impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
     /// Carries out the queued requests: opens of adopted connections,
     /// sends, then closes.
     pub(super) fn apply_requests<H: Handler>(&mut self, handler: &mut H) {
@@ -19,11 +20,30 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         if self.shared.adopted.is_empty() {
             self.shared.adopted = adopted; // keep the allocation
         }
+        self.insert_connects();
         self.deliver_outbox(handler);
         while let Some(id) = self.shared.to_close.pop() {
             if self.is_live(id) {
                 self.close(id, CloseReason::ClosedByHandler, handler);
             }
+        }
+    }
+
+    /// Puts the connections `Control::connect` started in the table, with
+    /// their connect timeouts.
+    fn insert_connects(&mut self) {
+        for pending in std::mem::take(&mut self.shared.connects) {
+            let codec = match pending.codec.map(|c| c.downcast::<C>()) {
+                Some(Ok(codec)) => *codec,
+                // `connect_with` checked the type already.
+                Some(Err(_)) | None => self.codec.clone(),
+            };
+            let now = self.shared.now();
+            let (id, to) = (pending.id, pending.to);
+            log::debug!("{id}: connecting to {to}");
+            let conn = Connection::connecting(pending.stream, id, codec, to, now);
+            self.conns.insert(conn);
+            self.shared.timers.push(pending.deadline, Due::Connect(id));
         }
     }
 

@@ -7,7 +7,7 @@ use crate::handler::{Control, Due, Handler};
 use crate::ids::{CloseReason, ConnId, TimerId};
 use crate::Poller;
 
-impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
+impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
     pub(super) fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
         let now = self.shared.now();
         while let Some((at, due)) = self.shared.timers.pop_due(now) {
@@ -16,6 +16,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
                 Due::Stall(id) => self.check_stall(id, handler),
                 Due::User(timer) => self.fire_user(timer, at, handler),
                 Due::Listener(i) => self.resume_listener(i),
+                Due::Connect(id) => self.check_connect(id, handler),
             }
         }
     }
@@ -37,6 +38,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         }
         let mut ctl = Control {
             shared: &mut self.shared,
+            registry: &mut self.poller,
         };
         handler.on_timer(&mut ctl, timer);
         self.apply_requests(handler);
@@ -46,10 +48,10 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
     /// they outnumber the live ones.
     pub(super) fn compact_timers(&mut self) {
         let (conns, user) = (&self.conns, &self.shared.user_timers);
-        let live = |id: ConnId| conns.get(id.key as usize).filter(|c| c.id == id);
         self.shared.timers.compact(|due| match *due {
-            Due::Idle(id) => live(id).is_some(),
-            Due::Stall(id) => live(id).is_some_and(|c| c.flags.stall_armed),
+            Due::Idle(id) => conns.get(id).is_some(),
+            Due::Stall(id) => conns.get(id).is_some_and(|c| c.flags.stall_armed),
+            Due::Connect(id) => conns.get(id).is_some_and(|c| c.connecting.is_some()),
             Due::User(timer) => user.contains_key(&timer),
             Due::Listener(_) => true,
         });
@@ -62,9 +64,13 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             return;
         };
         let now = self.shared.now();
-        let Some(conn) = self.conns.get_mut(id.key as usize).filter(|c| c.id == id) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
+        if conn.connecting.is_some() {
+            self.shared.timers.push(now + idle, Due::Idle(id));
+            return; // the connect timeout governs until it connects
+        }
         let mut due = conn.last_active + idle;
         if due <= now && conn.peer_took_bytes(now) {
             due = now + idle;
@@ -84,7 +90,7 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
             return;
         };
         let now = self.shared.now();
-        let Some(conn) = self.conns.get_mut(id.key as usize).filter(|c| c.id == id) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         conn.flags.stall_armed = false;
@@ -101,6 +107,14 @@ impl<P: Poller, C: Codec + Clone> Reactor<P, C> {
         } else {
             conn.flags.stall_armed = true;
             self.shared.timers.push(due, Due::Stall(id));
+        }
+    }
+
+    /// Gives up an outbound connection still connecting at its deadline.
+    fn check_connect<H: Handler>(&mut self, id: ConnId, handler: &mut H) {
+        if self.conns.get(id).is_some_and(|c| c.connecting.is_some()) {
+            let reason = CloseReason::Io(std::io::ErrorKind::TimedOut);
+            self.close(id, reason, handler);
         }
     }
 }

@@ -184,7 +184,7 @@ impl std::fmt::Debug for EpollPoller {
 
 impl EpollPoller {
     /// One `epoll_ctl`, with EEXIST and ENOENT turned into the messages
-    /// every backend gives.
+    /// every backend gives, and EPERM (a regular file) explained.
     fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, flags: u32, data: u64) -> io::Result<()> {
         let raw = fd.as_raw_fd();
         // DEL ignores the event, but kernels before 2.6.9 wanted a valid pointer.
@@ -200,6 +200,13 @@ impl EpollPoller {
             Err(e) => match e.raw_os_error() {
                 Some(libc::EEXIST) => Err(already_registered(raw)),
                 Some(libc::ENOENT) => Err(not_registered(raw)),
+                Some(libc::EPERM) => Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "epoll cannot watch fd {raw}, a regular file or directory (EPERM); \
+                         use the poll or select backend, where such files always read ready"
+                    ),
+                )),
                 _ => Err(e),
             },
         }

@@ -1,4 +1,4 @@
-//! The token layout: every kind of thing the reactor registers with its
+//! The token layout (a leaf): every kind of thing the reactor registers with its
 //! poller is one [`Source`], and this file is the only place that turns a
 //! source into a [`Token`] and back.
 //!
