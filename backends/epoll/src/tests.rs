@@ -265,7 +265,10 @@ fn waker_wakes_a_blocked_wait_from_another_thread() {
     p.wait(&mut events, None).unwrap();
     t.join().unwrap();
     assert_eq!(only(events.as_slice(), Token(99)), Readiness::READABLE);
-    // Drained: two wakes gave one event and nothing is left.
+    // Drained: the wait may have returned between the two wakes (a busy
+    // machine), so one more waker event at most, then nothing.
+    let rest = wait(&mut p, SHORT);
+    assert!(rest.iter().all(|e| e.token() == Token(99)) && rest.len() <= 1);
     assert!(wait(&mut p, SHORT).is_empty());
 }
 
@@ -479,13 +482,14 @@ fn steady_state_wait_allocates_nothing() {
 }
 
 #[test]
-fn other_errno_passes_through() {
-    // epoll refuses regular files with EPERM; only EEXIST and ENOENT are
-    // rewritten.
+fn regular_files_are_refused_with_advice() {
+    // epoll refuses regular files with EPERM; the error says what to use.
     let file = std::fs::File::open("/proc/self/exe").unwrap();
     let mut p = poller();
     let e = p.register(&file, Token(1), Interest::READABLE, Trigger::Level);
-    assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    let e = e.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(e.to_string().contains("use the poll or select backend"), "{e}");
 }
 
 /// Pins a known gap: a pipe whose writer closed reports EPOLLHUP without
