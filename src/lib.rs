@@ -118,7 +118,9 @@ pub use evmux_poll::PollPoller;
 #[cfg(feature = "select")]
 pub use evmux_select::SelectPoller;
 
-// Leaves: they depend on nothing else here (but `net` on `sys`).
+// Leaves: they depend on nothing else here (but `net` and `activation`
+// on `sys`).
+mod activation;
 mod buffer;
 pub mod codec;
 mod config;
@@ -133,6 +135,7 @@ mod handler;
 // The loop; depends on all of the above.
 mod reactor;
 
+pub use activation::inherited_listeners;
 pub use config::Config;
 pub use handler::{Conn, Control, Handler};
 pub use ids::{CloseReason, ConnId, SourceId, TimerId};

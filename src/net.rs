@@ -12,6 +12,7 @@ use crate::sys;
 /// A connected stream socket, TCP or Unix-domain, as
 /// [`Reactor::adopt`](crate::Reactor::adopt) takes it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Stream {
     /// A TCP connection.
     Tcp(TcpStream),
@@ -75,6 +76,7 @@ impl From<UnixStream> for Stream {
 
 /// A listening stream socket.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),

@@ -246,3 +246,37 @@ pub(crate) unsafe fn connect(
         Err(e) => Err(e),
     }
 }
+
+/// An int socket option at `SOL_SOCKET` level (`getsockopt`).
+pub(crate) fn socket_option(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and `len` holds the
+    // size of `value`, as getsockopt requires.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// The address family of a socket (`AF_INET`, `AF_UNIX`...).
+pub(crate) fn socket_family(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `addr` has room for any socket address and `len` says so.
+    cvt(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(addr.ss_family as libc::c_int)
+}

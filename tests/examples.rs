@@ -108,9 +108,21 @@ impl Server {
     /// trigger=T`.
     #[track_caller]
     fn start(example: &str, args: &[&str], backend: &str, trigger: &str) -> Server {
-        let mut child = Command::new(binary(example))
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
+        let mut cmd = Command::new(binary(example));
+        cmd.args(["--addr", "127.0.0.1:0"]).args(args);
+        Server::spawn(cmd, example, args, backend, trigger)
+    }
+
+    /// Spawns `cmd` (an example server) and waits for its announcement.
+    #[track_caller]
+    fn spawn(
+        mut cmd: Command,
+        example: &str,
+        args: &[&str],
+        backend: &str,
+        trigger: &str,
+    ) -> Server {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -547,6 +559,40 @@ fn calc_stall_timeout_closes_a_reader_that_stopped() {
     assert!(stderr.contains("closed[slow consumer]=1"), "{stderr}");
     assert!(stderr.contains("fd_exhaustion=0"), "{stderr}");
     assert!(stderr.contains("peak_buffered="), "{stderr}");
+}
+
+/// Socket activation: with no `--addr`, calc serves on the listener a
+/// supervisor passed as fd 3 (`LISTEN_FDS=1`, `LISTEN_PID` its own pid).
+#[test]
+fn calc_serves_a_listener_passed_by_a_supervisor() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let backend = level_backend();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
+        .arg(binary("calc"))
+        .args(["--backend", backend, "--trigger", "level"])
+        .env("LISTEN_FDS", "1");
+    // SAFETY: between fork and exec the closure only calls dup2 and fcntl,
+    // which are async-signal-safe, on an fd this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let server = Server::spawn(cmd, "calc", &[], backend, "level");
+    assert_eq!(server.addr.port(), port, "calc bound a port of its own");
+    let mut client = server.connect();
+    client.write_all(b"40+2X").unwrap();
+    expect_reply(&mut client, b"42X");
 }
 
 // ---- echo and ping ----

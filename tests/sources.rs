@@ -743,3 +743,116 @@ source_tests!(epoll_level, evmux::EpollPoller, evmux::Trigger::Level);
 
 #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
 source_tests!(epoll_edge, evmux::EpollPoller, evmux::Trigger::Edge);
+
+// ---- socket activation (LISTEN_FDS), in a child process ---------------------
+
+/// Runs this test binary again as a child, with `fds` placed at fd 3, 4...
+/// and the variables of the socket-activation protocol; `LISTEN_PID` is
+/// the child's own pid (`$$` of the shell that then `exec`s it) unless
+/// `pid` names another. Returns what the child printed.
+fn activation_child(fds: &[std::os::fd::RawFd], names: &str, pid: Option<u32>) -> String {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().expect("current_exe");
+    let pid = pid.map_or("$$".to_owned(), |p| p.to_string());
+    let script = format!("LISTEN_PID={pid} exec \"$0\" \"$@\"");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &script])
+        .arg(exe)
+        .args([
+            "--exact",
+            "activation_child_main",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("EVMUX_ACTIVATION_CHILD", "1")
+        .env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names);
+    let fds = fds.to_vec();
+    // SAFETY: between fork and exec the closure only calls dup2 and fcntl,
+    // which are async-signal-safe, on fds this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, &fd) in fds.iter().enumerate() {
+                let target = 3 + i as libc::c_int;
+                if fd == target {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                } else if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
+    let out = cmd.output().expect("run the child");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The child's side: takes what was passed and prints one line about it.
+#[test]
+fn activation_child_main() {
+    if std::env::var_os("EVMUX_ACTIVATION_CHILD").is_none() {
+        return; // only meaningful as the child of the tests below
+    }
+    let line = match evmux::inherited_listeners() {
+        Err(e) => format!("error: {e}"),
+        Ok(got) if got.is_empty() => "none".to_owned(),
+        Ok(got) => {
+            let mut parts = Vec::new();
+            for (name, listener) in &got {
+                let kind = match listener {
+                    evmux::Listener::Tcp(l) => format!("tcp {}", l.local_addr().unwrap()),
+                    evmux::Listener::Unix(_) => "unix".to_owned(),
+                    _ => "other".to_owned(),
+                };
+                // SAFETY: F_GETFD only reads the flags of an open fd.
+                let flags = unsafe { libc::fcntl(listener.as_fd().as_raw_fd(), libc::F_GETFD) };
+                let cloexec = flags & libc::FD_CLOEXEC != 0;
+                parts.push(format!("{name} {kind} cloexec={cloexec}"));
+            }
+            let left = std::env::var_os("LISTEN_FDS").is_some();
+            format!("ok {}; vars left={left}", parts.join(", "))
+        }
+    };
+    println!("\nACTIVATION {line}");
+}
+
+fn activation_line(out: &str) -> &str {
+    let line = out.lines().find(|l| l.starts_with("ACTIVATION "));
+    line.unwrap_or_else(|| panic!("the child said nothing: {out}"))
+        .trim_start_matches("ACTIVATION ")
+}
+
+#[test]
+fn socket_activation_takes_the_passed_listeners() {
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let path = temp_socket_path("activation");
+    let unix = UnixListener::bind(&path).expect("bind unix");
+    let fds = [tcp.as_raw_fd(), unix.as_raw_fd()];
+    let out = activation_child(&fds, "web:admin", None);
+    let want = format!(
+        "ok web tcp {} cloexec=true, admin unix cloexec=true; vars left=false",
+        tcp.local_addr().unwrap()
+    );
+    assert_eq!(activation_line(&out), want);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn socket_activation_ignores_variables_meant_for_another_process() {
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let out = activation_child(&[tcp.as_raw_fd()], "", Some(1));
+    assert_eq!(activation_line(&out), "none");
+}
+
+#[test]
+fn socket_activation_refuses_a_socket_that_is_not_listening() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let connected = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let out = activation_child(&[connected.as_raw_fd()], "", None);
+    let line = activation_line(&out);
+    assert!(line.starts_with("error: "), "{line}");
+    assert!(
+        line.contains("fd 3") && line.contains("not a listening socket"),
+        "{line}"
+    );
+}

@@ -6,7 +6,6 @@
 //! so this directory is not one).
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -28,9 +27,11 @@ pub struct ServerArgs {
     #[arg(long, value_enum)]
     pub trigger: Option<TriggerArg>,
 
-    /// The address to listen on; port 0 picks a free port
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7878")]
-    pub addr: String,
+    /// The address to listen on (port 0 picks a free port), or
+    /// unix:/path [default: the sockets a supervisor passed (LISTEN_FDS),
+    /// else 127.0.0.1:7878]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
 
     /// Close a connection after this many seconds without traffic; 0: never
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -152,19 +153,50 @@ pub fn serve<P: Poller, C: Codec + Clone + 'static, H: Handler>(
     handler: &mut H,
 ) -> io::Result<Stats> {
     let mut reactor = Reactor::<P, C>::new(codec, args.config())?;
-    let addr = reactor
-        .listen(args.addr.as_str())
-        .map_err(|e| context(e, &format!("listen on {}", args.addr)))?;
+    let addr = listen(&mut reactor, args.addr.as_deref())?;
     let signals = StopOnSignal::install(reactor.stop_handle())?;
-    announce(addr, reactor.backend(), reactor.trigger())?;
+    announce(&addr, reactor.backend(), reactor.trigger())?;
     let ran = reactor.run(handler);
     signals.uninstall();
     ran.map_err(|e| context(e, "event loop"))?;
     Ok(reactor.stats().clone())
 }
 
+/// Listens where `--addr` says (`HOST:PORT` or `unix:/path`), or on the
+/// sockets a supervisor passed when `--addr` is not given; returns what to
+/// announce.
+fn listen<P: Poller, C: Codec + Clone + 'static>(
+    reactor: &mut Reactor<P, C>,
+    addr: Option<&str>,
+) -> io::Result<String> {
+    let passed = evmux::inherited_listeners().map_err(|e| context(e, "socket activation"))?;
+    if addr.is_none() && !passed.is_empty() {
+        let mut shown = Vec::new();
+        for (name, listener) in passed {
+            shown.push(match listener.local_addr() {
+                Some(local) => local.to_string(),
+                None => format!("unix socket {name}"),
+            });
+            reactor.listen_on(listener)?;
+        }
+        return Ok(shown.join(","));
+    }
+    let addr = addr.unwrap_or("127.0.0.1:7878");
+    let listened = match addr.strip_prefix("unix:") {
+        Some(path) => reactor.listen_unix(path).map(|()| addr.to_owned()),
+        None => reactor.listen(addr).map(|a| a.to_string()),
+    };
+    listened.map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidInput if !addr.starts_with("unix:") => io::Error::new(
+            e.kind(),
+            format!("--addr {addr}: expected HOST:PORT (127.0.0.1:7878) or unix:/path ({e})"),
+        ),
+        _ => context(e, &format!("listen on {addr}")),
+    })
+}
+
 /// Prints the one stdout line tests and scripts wait for, and flushes it.
-fn announce(addr: SocketAddr, backend: &str, trigger: Trigger) -> io::Result<()> {
+fn announce(addr: &str, backend: &str, trigger: Trigger) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(
         out,

@@ -489,7 +489,10 @@ fn regular_files_are_refused_with_advice() {
     let e = p.register(&file, Token(1), Interest::READABLE, Trigger::Level);
     let e = e.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-    assert!(e.to_string().contains("use the poll or select backend"), "{e}");
+    assert!(
+        e.to_string().contains("use the poll or select backend"),
+        "{e}"
+    );
 }
 
 /// Pins a known gap: a pipe whose writer closed reports EPOLLHUP without
