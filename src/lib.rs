@@ -11,11 +11,15 @@
 //!   clear `io::Error` where it does not (edge on select or poll is
 //!   `ErrorKind::Unsupported`; an fd past `FD_SETSIZE` on select is
 //!   `ErrorKind::InvalidInput`).
-//! - **The [`Reactor`]**, a TCP connection manager and framing layer over any
-//!   `Poller`: accept loop, reads that drain the socket, batched writes with
-//!   writable interest only while output is queued, one close path with a
-//!   [`CloseReason`], backpressure, idle timeouts, and [`codec`]s
-//!   (delimiter, lines, length prefix). Business logic is a [`Handler`].
+//! - **The [`Reactor`]**, a connection manager and framing layer over any
+//!   `Poller`: TCP and Unix-domain listeners (bound here, bound elsewhere,
+//!   or passed by a supervisor: [`inherited_listeners`]), adopted sockets,
+//!   outbound connections ([`Control::connect`]), user fds
+//!   ([`Control::watch`]); reads that drain the socket, batched writes
+//!   with writable interest only while output is queued, one close path
+//!   with a [`CloseReason`], backpressure, idle and stall timeouts, and
+//!   [`codec`]s (delimiter, lines, length prefix). Business logic is a
+//!   [`Handler`].
 //!
 //! # Choosing a backend
 //!
@@ -97,6 +101,25 @@
 //! assert_eq!(reactor.stats().frames_in, 2);
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! # How the reactor is built
+//!
+//! The modules depend one way, each on the ones above it only:
+//!
+//! | layer | modules | what they own |
+//! |---|---|---|
+//! | leaves | `ids` ([`ConnId`], [`SourceId`], [`TimerId`], [`CloseReason`]), `stats` ([`Stats`]), `config` ([`Config`]), `buffer`, [`codec`], `timer` (a generic deadline heap), `source` (the token layout), `net` ([`Stream`], [`Listener`], [`Endpoint`]), `activation`, `sys` (each libc call, once) | plain values and syscalls; no loop state |
+//! | what a handler may touch | `handler` ([`Handler`], [`Conn`], [`Control`], and the loop state they share: timers, counters, requests by id, the table's free keys) | asks, never acts: a close or a send by id is a request the turn carries out after the callback |
+//! | the loop | `reactor/` | the turn (`mod.rs`), one connection's work (`connection.rs`: read, decode and dispatch, flush, wanted interest, returned as a decision), listeners (`accept.rs`), deadlines (`timers.rs`), requests (`requests.rs`), the table (`table.rs`) |
+//!
+//! One event, start to end: `Reactor::run` waits; `on_event` decodes the
+//! token into a `Source` (waker, listener, connection or watched fd);
+//! for a connection, `Connection::on_event` reads until drained, cuts
+//! frames with the codec and calls [`Handler::on_frame`], batches the
+//! replies and flushes them, and returns a step (keep with this interest,
+//! or close for this reason); the turn applies it: `modify` on the poller,
+//! or the one close path (deregister, close, free the slot, then
+//! `on_close`). Nothing below the turn touches the poller or the table.
 //!
 //! # Closing and ownership rules
 //!

@@ -753,6 +753,59 @@ fn normalized(code: &str) -> String {
 }
 
 #[test]
+fn readme_connects_to_an_upstream() {
+    connect_to_an_upstream().expect("the README's client");
+}
+
+fn connect_to_an_upstream() -> std::io::Result<()> {
+    use evmux::codec::Lines;
+    use evmux::{Config, Conn, ConnId, Control, DefaultPoller, Handler, Reactor};
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{SocketAddr, TcpListener};
+    use std::time::Duration;
+
+    /// Connects to `upstream` at start, sends a line, and stops once the
+    /// echo comes back.
+    struct Client {
+        upstream: SocketAddr,
+    }
+
+    impl Handler for Client {
+        fn on_start(&mut self, ctl: &mut Control<'_>) {
+            let five = Duration::from_secs(5);
+            match ctl.connect(self.upstream, five) {
+                Ok(id) => ctl.send(id, b"hello"), // queued until connected
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+
+        fn on_connect_failed(&mut self, ctl: &mut Control<'_>, _: ConnId, e: std::io::Error) {
+            eprintln!("{e}");
+            ctl.stop();
+        }
+
+        fn on_frame(&mut self, conn: &mut Conn<'_>, line: &[u8]) {
+            assert_eq!(line, b"hello");
+            conn.control().stop();
+        }
+    }
+
+    // A one-connection line echo server to talk to.
+    let server = TcpListener::bind("127.0.0.1:0")?;
+    let upstream = server.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (socket, _) = server.accept()?;
+        let mut line = String::new();
+        BufReader::new(&socket).read_line(&mut line)?;
+        (&socket).write_all(line.as_bytes())
+    });
+    let mut reactor = Reactor::<DefaultPoller, _>::new(Lines::new(), Config::default())?;
+    reactor.run(&mut Client { upstream })?;
+    assert_eq!(reactor.stats().connected, 1);
+    echo.join().expect("the echo thread")
+}
+
+#[test]
 fn readme_code_is_tested_here() {
     let readme = include_str!("../README.md");
     let here = normalized(include_str!("examples.rs"));
