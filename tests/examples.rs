@@ -509,6 +509,17 @@ fn calc_idle_timeout_closes_silent_connections() {
 }
 
 #[test]
+fn a_zero_max_frame_is_refused_with_a_reason() {
+    let out = Command::new(binary("calc"))
+        .args(["--max-frame", "0"])
+        .output()
+        .expect("run calc");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("must be at least 1 byte"), "{stderr}");
+}
+
+#[test]
 fn calc_max_connections_refuses_the_one_past_it() {
     let server = start_level("calc", &["--max-connections", "1"]);
     let mut first = server.connect();

@@ -56,3 +56,15 @@ pub enum Trigger {
     /// `modify`, never with a second `register`.
     Oneshot,
 }
+
+impl std::fmt::Display for Trigger {
+    /// `level`, `edge` or `oneshot`, as logs and the example servers'
+    /// flags spell them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trigger::Level => "level",
+            Trigger::Edge => "edge",
+            Trigger::Oneshot => "oneshot",
+        })
+    }
+}

@@ -37,8 +37,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub idle_timeout: u64,
 
-    /// The longest request in bytes; a longer one closes its connection
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
+    /// The longest request in bytes (at least 1); a longer one closes its
+    /// connection
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME,
+          value_parser = at_least_one)]
     pub max_frame: usize,
 
     /// Close a connection whose queued replies the peer has taken none of
@@ -59,6 +61,16 @@ pub struct ServerArgs {
     /// that vanished is closed within about twice that; 0: off
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub keepalive: u64,
+}
+
+/// A byte count of at least 1 (`--max-frame 0` would close every
+/// connection at its first byte).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 byte".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: expected a number of bytes")),
+    }
 }
 
 /// `--backend`.

@@ -131,7 +131,7 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
         self.poller.register(&socket, token, READ, self.trigger)?;
         match socket.local_addr() {
             Some(addr) => log::info!(
-                "listening on {addr} backend={} trigger={:?}",
+                "listening on {addr} backend={} trigger={}",
                 P::NAME,
                 self.trigger
             ),
