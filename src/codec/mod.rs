@@ -37,6 +37,7 @@
 //! | [`Lines`] | payload, then `\n` (a `\r` before it is stripped) |
 //! | [`LengthPrefixed`] | 4-byte big-endian length, then the payload |
 //! | [`Raw`] | no framing: whatever bytes are available |
+//! | [`Resp`] | a Redis (RESP2) request: an array of bulk strings, or an inline command (own bounds; see [`resp`]) |
 
 use std::error::Error;
 use std::fmt;
@@ -47,6 +48,7 @@ mod delimited;
 mod length_prefixed;
 mod lines;
 mod raw;
+pub mod resp;
 
 #[cfg(test)]
 mod sim;
@@ -55,6 +57,7 @@ pub use delimited::Delimited;
 pub use length_prefixed::LengthPrefixed;
 pub use lines::Lines;
 pub use raw::Raw;
+pub use resp::Resp;
 
 /// The default maximum payload of one frame: 64 KiB (65536 bytes).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
