@@ -32,7 +32,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,8 +107,8 @@ impl Handler for Kv {
             return; // an empty command: Redis ignores it
         };
         self.reply.clear();
-        let client = self.clients.get(&conn.id()).copied().unwrap_or(0);
-        let after = self.execute(conn.control(), client, name, args);
+        let id = conn.id();
+        let after = self.execute(conn.control(), id, name, args);
         if let Err(e) = conn.send(&self.reply) {
             log::warn!("{}: reply: {e}; closing", conn.id());
             conn.close();
@@ -137,13 +136,7 @@ impl Handler for Kv {
 
 impl Kv {
     /// Runs one command, appending its reply to `self.reply`.
-    fn execute(
-        &mut self,
-        ctl: &mut Control<'_>,
-        client: u64,
-        name: &[u8],
-        args: Args<'_>,
-    ) -> After {
+    fn execute(&mut self, ctl: &mut Control<'_>, id: ConnId, name: &[u8], args: Args<'_>) -> After {
         let mut lower = [0u8; 16];
         let Some(command) = lowercase(name, &mut lower) else {
             self.unknown(name, args);
@@ -215,7 +208,10 @@ impl Kv {
             }
             (b"command", _) => command_reply(out, args),
             (b"config", 2..) => config_reply(out, args),
-            (b"hello", _) => hello_reply(out, client, args),
+            (b"hello", _) => {
+                let client = self.clients.get(&id).copied().unwrap_or(0);
+                hello_reply(out, client, args);
+            }
             (
                 b"ping" | b"echo" | b"get" | b"set" | b"del" | b"exists" | b"incr" | b"decr"
                 | b"mset" | b"mget" | b"dbsize" | b"flushall" | b"config",
@@ -344,11 +340,13 @@ impl Kv {
                     );
                 };
                 entry.value.clear();
-                let _ = write!(entry.value, "{next}");
+                decimal(&mut entry.value, next);
                 next
             }
             _ => {
-                self.store(ctl, key, delta.to_string().as_bytes(), None);
+                let mut text = Vec::with_capacity(20);
+                decimal(&mut text, delta);
+                self.store(ctl, key, &text, None);
                 delta
             }
         };
@@ -405,6 +403,25 @@ fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 16]) -> Option<&'b [u8]> {
         *to = from.to_ascii_lowercase();
     }
     Some(lower)
+}
+
+/// Appends `n` in decimal (what `INCR` stores), without `fmt`'s machinery.
+fn decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// `text` up to its first NUL, at most `max` bytes.

@@ -309,6 +309,12 @@ impl Resp {
                 },
                 Step::Inline => return self.inline(buf),
                 Step::Count | Step::BulkLen => {
+                    if let Some(value) = self.whole_line(buf) {
+                        if let Some(done) = self.line_done(Some(value))? {
+                            return Ok(Some(done));
+                        }
+                        continue;
+                    }
                     let Some(&byte) = buf.get(self.at) else {
                         return Ok(None);
                     };
@@ -363,6 +369,47 @@ impl Resp {
                 }
             }
         }
+    }
+
+    /// The fast path for a length line: when it is all there, plain
+    /// decimal (no sign, no leading zero) and within its bounds, reads it at
+    /// once and moves past its `\r\n`. Anything else (a partial line, a
+    /// sign, a bound crossed, garbage) returns `None` and is left to
+    /// [`line_byte`](Resp::line_byte), which is the definition of what is
+    /// accepted and says what is wrong.
+    fn whole_line(&mut self, buf: &[u8]) -> Option<usize> {
+        if self.line != Line::default() {
+            return None; // a line already half read byte by byte
+        }
+        let line = buf.get(self.at..)?;
+        let digits = line
+            .iter()
+            .take(20)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0
+            || line.get(digits..digits + 2)? != b"\r\n"
+            || (digits > 1 && line[0] == b'0')
+        {
+            return None;
+        }
+        let mut value: usize = 0;
+        for &digit in &line[..digits] {
+            value = value
+                .checked_mul(10)?
+                .checked_add(usize::from(digit - b'0'))?;
+        }
+        let bound = match self.step {
+            Step::BulkLen => self.max_bulk,
+            _ => self.max_args,
+        };
+        let end = self.at + digits + 2;
+        if value > bound || end > self.max_request {
+            return None;
+        }
+        note_scanned(digits + 2);
+        self.at = end;
+        Some(value)
     }
 
     /// One byte of a length line. Returns the value once its `\r\n` is
