@@ -14,6 +14,7 @@
 //! `PING [message]`, `ECHO message`,
 //! `SET key value [NX|XX] [GET] [EX seconds|PX milliseconds|KEEPTTL]`,
 //! `GET key`, `DEL key...`, `EXISTS key...`, `INCR key`, `DECR key`,
+//! `INCRBY key n`, `DECRBY key n` (what redis-py's `incr` and `decr` send),
 //! `MSET key value...`, `MGET key...`, `DBSIZE`, `FLUSHALL [ASYNC|SYNC]`,
 //! `QUIT`, and what clients ask on connecting: `COMMAND` (`COUNT`, `DOCS`,
 //! `INFO`: no documentation), `CONFIG GET pattern...` (`save` is empty,
@@ -49,7 +50,7 @@ struct KvArgs {
 }
 
 /// The commands `COMMAND COUNT` counts.
-const COMMANDS: i64 = 16;
+const COMMANDS: i64 = 18;
 
 /// Redis's error for a value or argument that is not a 64-bit integer.
 const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
@@ -175,6 +176,22 @@ impl Kv {
             }
             (b"incr", 2) => self.add(ctl, first(args), 1),
             (b"decr", 2) => self.add(ctl, first(args), -1),
+            (b"incrby" | b"decrby", 3) => {
+                let mut args = args;
+                let key = args.next().unwrap_or_default();
+                let by = parse_i64(args.next().unwrap_or_default());
+                // DECRBY of i64::MIN cannot be negated.
+                let delta = match (command, by) {
+                    (b"incrby", Some(by)) => Some(by),
+                    (_, Some(by)) => by.checked_neg(),
+                    (_, None) => None,
+                };
+                match (delta, by) {
+                    (Some(delta), _) => self.add(ctl, key, delta),
+                    (None, Some(_)) => resp::error(out, b"ERR decrement would overflow"),
+                    (None, None) => resp::error(out, NOT_AN_INTEGER),
+                }
+            }
             (b"mset", n) if n >= 3 && n % 2 == 1 => {
                 let mut args = args;
                 while let (Some(key), Some(value)) = (args.next(), args.next()) {
@@ -214,7 +231,7 @@ impl Kv {
             }
             (
                 b"ping" | b"echo" | b"get" | b"set" | b"del" | b"exists" | b"incr" | b"decr"
-                | b"mset" | b"mget" | b"dbsize" | b"flushall" | b"config",
+                | b"incrby" | b"decrby" | b"mset" | b"mget" | b"dbsize" | b"flushall" | b"config",
                 _,
             ) => wrong_arity(out, command),
             _ => self.unknown(name, args),
@@ -324,7 +341,7 @@ impl Kv {
         }
     }
 
-    /// `INCR` / `DECR`: adds `delta` to the integer stored at `key` (0 if
+    /// `INCR`, `DECR`, `INCRBY`, `DECRBY`: adds `delta` to the integer stored at `key` (0 if
     /// none), keeping its time to live; the value is rewritten in place.
     fn add(&mut self, ctl: &mut Control<'_>, key: &[u8], delta: i64) {
         let now = ctl.now();
