@@ -973,6 +973,10 @@ mod tests {
         for (stream, why) in cases {
             assert_every_cut(&Resp::new(), stream, &[], malformed(why));
         }
+        // Rejected at the first wrong byte, not once both are there.
+        let out = feed_bytewise(&Resp::new(), b"*1\r\n$1\r\nab");
+        assert_eq!(out.error, malformed("missing \\r\\n after a bulk string"));
+        assert_eq!(out.fed, 10);
         let missing_lf = b"*1\r\n$1\r\na\rX";
         let why = "missing \\r\\n after a bulk string";
         assert_every_cut(&Resp::new(), missing_lf, &[], malformed(why));
