@@ -73,7 +73,7 @@ pub const DEFAULT_MAX_REQUEST: usize = 8 * 1024 * 1024;
 /// # Bounds
 ///
 /// Each is checked as soon as the bytes seen prove it crossed, before the
-/// body is buffered (a `$1000000000` header fails at its seventh digit):
+/// body is buffered (a `$1000000000` header fails at its eighth digit):
 ///
 /// | bound | default | crossed |
 /// |---|---|---|
@@ -1071,6 +1071,10 @@ mod tests {
         let header = format!("*1\r\n${}\r\n", DEFAULT_MAX_BULK + 1);
         let out = feed(&mut Resp::new(), [header.as_bytes()]);
         assert_eq!(out.error, too_large(DEFAULT_MAX_BULK));
+        // As the docs say: `$1000000000` fails at its eighth digit.
+        let out = feed_bytewise(&Resp::new(), b"*1\r\n$1000000000\r\n");
+        assert_eq!(out.error, too_large(DEFAULT_MAX_BULK));
+        assert_eq!(out.fed, 4 + 1 + 8);
     }
 
     #[test]
