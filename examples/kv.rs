@@ -14,6 +14,7 @@
 //! `PING [message]`, `ECHO message`,
 //! `SET key value [NX|XX] [GET] [EX seconds|PX milliseconds|KEEPTTL]`,
 //! `GET key`, `DEL key...`, `EXISTS key...`, `INCR key`, `DECR key`,
+//! `INCRBY key n`, `DECRBY key n` (what redis-py's `incr` and `decr` send),
 //! `MSET key value...`, `MGET key...`, `DBSIZE`, `FLUSHALL [ASYNC|SYNC]`,
 //! `QUIT`, and what clients ask on connecting: `COMMAND` (`COUNT`, `DOCS`,
 //! `INFO`: no documentation), `CONFIG GET pattern...` (`save` is empty,
@@ -32,7 +33,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,7 +50,7 @@ struct KvArgs {
 }
 
 /// The commands `COMMAND COUNT` counts.
-const COMMANDS: i64 = 16;
+const COMMANDS: i64 = 18;
 
 /// Redis's error for a value or argument that is not a 64-bit integer.
 const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
@@ -108,8 +108,8 @@ impl Handler for Kv {
             return; // an empty command: Redis ignores it
         };
         self.reply.clear();
-        let client = self.clients.get(&conn.id()).copied().unwrap_or(0);
-        let after = self.execute(conn.control(), client, name, args);
+        let id = conn.id();
+        let after = self.execute(conn.control(), id, name, args);
         if let Err(e) = conn.send(&self.reply) {
             log::warn!("{}: reply: {e}; closing", conn.id());
             conn.close();
@@ -137,13 +137,7 @@ impl Handler for Kv {
 
 impl Kv {
     /// Runs one command, appending its reply to `self.reply`.
-    fn execute(
-        &mut self,
-        ctl: &mut Control<'_>,
-        client: u64,
-        name: &[u8],
-        args: Args<'_>,
-    ) -> After {
+    fn execute(&mut self, ctl: &mut Control<'_>, id: ConnId, name: &[u8], args: Args<'_>) -> After {
         let mut lower = [0u8; 16];
         let Some(command) = lowercase(name, &mut lower) else {
             self.unknown(name, args);
@@ -182,6 +176,22 @@ impl Kv {
             }
             (b"incr", 2) => self.add(ctl, first(args), 1),
             (b"decr", 2) => self.add(ctl, first(args), -1),
+            (b"incrby" | b"decrby", 3) => {
+                let mut args = args;
+                let key = args.next().unwrap_or_default();
+                let by = parse_i64(args.next().unwrap_or_default());
+                // DECRBY of i64::MIN cannot be negated.
+                let delta = match (command, by) {
+                    (b"incrby", Some(by)) => Some(by),
+                    (_, Some(by)) => by.checked_neg(),
+                    (_, None) => None,
+                };
+                match (delta, by) {
+                    (Some(delta), _) => self.add(ctl, key, delta),
+                    (None, Some(_)) => resp::error(out, b"ERR decrement would overflow"),
+                    (None, None) => resp::error(out, NOT_AN_INTEGER),
+                }
+            }
             (b"mset", n) if n >= 3 && n % 2 == 1 => {
                 let mut args = args;
                 while let (Some(key), Some(value)) = (args.next(), args.next()) {
@@ -215,10 +225,13 @@ impl Kv {
             }
             (b"command", _) => command_reply(out, args),
             (b"config", 2..) => config_reply(out, args),
-            (b"hello", _) => hello_reply(out, client, args),
+            (b"hello", _) => {
+                let client = self.clients.get(&id).copied().unwrap_or(0);
+                hello_reply(out, client, args);
+            }
             (
                 b"ping" | b"echo" | b"get" | b"set" | b"del" | b"exists" | b"incr" | b"decr"
-                | b"mset" | b"mget" | b"dbsize" | b"flushall" | b"config",
+                | b"incrby" | b"decrby" | b"mset" | b"mget" | b"dbsize" | b"flushall" | b"config",
                 _,
             ) => wrong_arity(out, command),
             _ => self.unknown(name, args),
@@ -328,7 +341,7 @@ impl Kv {
         }
     }
 
-    /// `INCR` / `DECR`: adds `delta` to the integer stored at `key` (0 if
+    /// `INCR`, `DECR`, `INCRBY`, `DECRBY`: adds `delta` to the integer stored at `key` (0 if
     /// none), keeping its time to live; the value is rewritten in place.
     fn add(&mut self, ctl: &mut Control<'_>, key: &[u8], delta: i64) {
         let now = ctl.now();
@@ -344,11 +357,13 @@ impl Kv {
                     );
                 };
                 entry.value.clear();
-                let _ = write!(entry.value, "{next}");
+                decimal(&mut entry.value, next);
                 next
             }
             _ => {
-                self.store(ctl, key, delta.to_string().as_bytes(), None);
+                let mut text = Vec::with_capacity(20);
+                decimal(&mut text, delta);
+                self.store(ctl, key, &text, None);
                 delta
             }
         };
@@ -405,6 +420,25 @@ fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 16]) -> Option<&'b [u8]> {
         *to = from.to_ascii_lowercase();
     }
     Some(lower)
+}
+
+/// Appends `n` in decimal (what `INCR` stores), without `fmt`'s machinery.
+fn decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// `text` up to its first NUL, at most `max` bytes.

@@ -73,7 +73,7 @@ pub const DEFAULT_MAX_REQUEST: usize = 8 * 1024 * 1024;
 /// # Bounds
 ///
 /// Each is checked as soon as the bytes seen prove it crossed, before the
-/// body is buffered (a `$1000000000` header fails at its seventh digit):
+/// body is buffered (a `$1000000000` header fails at its eighth digit):
 ///
 /// | bound | default | crossed |
 /// |---|---|---|
@@ -309,6 +309,12 @@ impl Resp {
                 },
                 Step::Inline => return self.inline(buf),
                 Step::Count | Step::BulkLen => {
+                    if let Some(value) = self.whole_line(buf) {
+                        if let Some(done) = self.line_done(Some(value))? {
+                            return Ok(Some(done));
+                        }
+                        continue;
+                    }
                     let Some(&byte) = buf.get(self.at) else {
                         return Ok(None);
                     };
@@ -363,6 +369,47 @@ impl Resp {
                 }
             }
         }
+    }
+
+    /// The fast path for a length line: when it is all there, plain
+    /// decimal (no sign, no leading zero) and within its bounds, reads it at
+    /// once and moves past its `\r\n`. Anything else (a partial line, a
+    /// sign, a bound crossed, garbage) returns `None` and is left to
+    /// [`line_byte`](Resp::line_byte), which is the definition of what is
+    /// accepted and says what is wrong.
+    fn whole_line(&mut self, buf: &[u8]) -> Option<usize> {
+        if self.line != Line::default() {
+            return None; // a line already half read byte by byte
+        }
+        let line = buf.get(self.at..)?;
+        let digits = line
+            .iter()
+            .take(20)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0
+            || line.get(digits..digits + 2)? != b"\r\n"
+            || (digits > 1 && line[0] == b'0')
+        {
+            return None;
+        }
+        let mut value: usize = 0;
+        for &digit in &line[..digits] {
+            value = value
+                .checked_mul(10)?
+                .checked_add(usize::from(digit - b'0'))?;
+        }
+        let bound = match self.step {
+            Step::BulkLen => self.max_bulk,
+            _ => self.max_args,
+        };
+        let end = self.at + digits + 2;
+        if value > bound || end > self.max_request {
+            return None;
+        }
+        note_scanned(digits + 2);
+        self.at = end;
+        Some(value)
     }
 
     /// One byte of a length line. Returns the value once its `\r\n` is
@@ -926,6 +973,10 @@ mod tests {
         for (stream, why) in cases {
             assert_every_cut(&Resp::new(), stream, &[], malformed(why));
         }
+        // Rejected at the first wrong byte, not once both are there.
+        let out = feed_bytewise(&Resp::new(), b"*1\r\n$1\r\nab");
+        assert_eq!(out.error, malformed("missing \\r\\n after a bulk string"));
+        assert_eq!(out.fed, 10);
         let missing_lf = b"*1\r\n$1\r\na\rX";
         let why = "missing \\r\\n after a bulk string";
         assert_every_cut(&Resp::new(), missing_lf, &[], malformed(why));
@@ -1020,6 +1071,10 @@ mod tests {
         let header = format!("*1\r\n${}\r\n", DEFAULT_MAX_BULK + 1);
         let out = feed(&mut Resp::new(), [header.as_bytes()]);
         assert_eq!(out.error, too_large(DEFAULT_MAX_BULK));
+        // As the docs say: `$1000000000` fails at its eighth digit.
+        let out = feed_bytewise(&Resp::new(), b"*1\r\n$1000000000\r\n");
+        assert_eq!(out.error, too_large(DEFAULT_MAX_BULK));
+        assert_eq!(out.fed, 4 + 1 + 8);
     }
 
     #[test]
