@@ -6,7 +6,7 @@
 //! commands (what `telnet` and `redis-benchmark -t ping_inline` send).
 //! [`Args`] reads a command's arguments out of the frame without copying or
 //! allocating. The reply functions ([`simple`], [`error`], [`integer`],
-//! [`bulk`], [`null_bulk`], [`array`]) append one encoded reply to a
+//! [`bulk`], [`null_bulk`], [`array`](fn@array)) append one encoded reply to a
 //! buffer, which [`Conn::send`](crate::Conn::send) then queues.
 //!
 //! ```
