@@ -159,8 +159,8 @@ mod handler;
 mod reactor;
 
 pub use activation::inherited_listeners;
-pub use config::Config;
-pub use handler::{Conn, Control, Handler};
+pub use config::{Config, HalfClose};
+pub use handler::{Conn, Control, Handler, SendError};
 pub use ids::{CloseReason, ConnId, SourceId, TimerId};
 pub use net::{Endpoint, Listener, Stream};
 pub use reactor::{Reactor, StopHandle};

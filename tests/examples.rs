@@ -785,7 +785,7 @@ fn connect_to_an_upstream() -> std::io::Result<()> {
         fn on_start(&mut self, ctl: &mut Control<'_>) {
             let five = Duration::from_secs(5);
             match ctl.connect(self.upstream, five) {
-                Ok(id) => ctl.send(id, b"hello"), // queued until connected
+                Ok(id) => ctl.send(id, b"hello").expect("queued until connected"),
                 Err(e) => panic!("connect: {e}"),
             }
         }
