@@ -196,8 +196,10 @@ impl<C: Codec> Connection<C> {
         if event.is_readable() || event.is_read_closed() {
             again = self.read(event.is_read_closed(), io, handler);
         }
-        if event.is_hup() {
+        if event.is_hup() && !self.flags.fin_sent {
             // Both directions are down: nothing queued can be delivered.
+            // (After our own FIN it only says the peer is done too: read
+            // what it sent, to its EOF, and close then.)
             let flags = &mut self.flags;
             flags.close = flags.close.or(Some(CloseReason::PeerClosed));
         }
