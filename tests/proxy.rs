@@ -586,16 +586,18 @@ fn shutdown_write_keeps_reading<P: Poller>(trigger: Trigger) {
     assert_eq!(all, "ok\n");
     w.write_all(b"after\n")
         .expect("write after the server's FIN");
-    run.wait("the frame after FIN", |s| match s {
-        Seen::Frame(got, f) if *got == id && f != b"fin" => Some(assert_eq!(f, b"after")),
+    let after = run.wait("the frame after FIN", |s| match s {
+        Seen::Frame(got, f) if *got == id && f != b"fin" => Some(f.clone()),
         Seen::Closed(got, r) if *got == id => panic!("closed early: {r}"),
         _ => None,
     });
+    assert_eq!(after, b"after");
     w.shutdown(Shutdown::Write).expect("shutdown");
-    run.wait("the close", |s| match s {
-        Seen::Closed(got, r) if *got == id => Some(assert_eq!(*r, CloseReason::PeerClosed)),
+    let reason = run.wait("the close", |s| match s {
+        Seen::Closed(got, r) if *got == id => Some(*r),
         _ => None,
     });
+    assert_eq!(reason, CloseReason::PeerClosed);
     let mut line = String::new();
     assert_eq!(r.read_line(&mut line).expect("EOF"), 0);
 }

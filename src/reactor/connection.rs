@@ -556,9 +556,8 @@ impl<C: Codec> Connection<C> {
         }
         if flags.drain_then_close {
             Some(CloseReason::ClosedByHandler)
-        } else if flags.eof && flags.fin_sent {
-            Some(CloseReason::PeerClosed)
-        } else if flags.eof && !flags.paused && half_close == HalfClose::Close {
+        } else if flags.eof && (flags.fin_sent || (!flags.paused && half_close == HalfClose::Close))
+        {
             Some(CloseReason::PeerClosed)
         } else if stopping {
             Some(CloseReason::ServerShutdown)
