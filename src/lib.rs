@@ -17,9 +17,14 @@
 //!   outbound connections ([`Control::connect`]), user fds
 //!   ([`Control::watch`]); reads that drain the socket, batched writes
 //!   with writable interest only while output is queued, one close path
-//!   with a [`CloseReason`], backpressure, idle and stall timeouts, and
-//!   [`codec`]s (delimiter, lines, length prefix). Business logic is a
-//!   [`Handler`].
+//!   with a [`CloseReason`], backpressure (the reactor's own at the
+//!   high-water mark; pushes by id refused with [`SendError::Full`] until
+//!   [`Handler::on_drain`]; reading paused and resumed by the handler),
+//!   half-close ([`HalfClose`], [`Handler::on_eof`],
+//!   [`Conn::shutdown_write`]), idle and stall timeouts, and [`codec`]s
+//!   (delimiter, lines, length prefix, raw). Business logic is a
+//!   [`Handler`]; `examples/proxy.rs` is a TCP or Unix-domain proxy built
+//!   on these.
 //!
 //! # Choosing a backend
 //!
