@@ -33,6 +33,29 @@ pub struct Config {
     pub(crate) shutdown_grace: Duration,
     pub(crate) backlog: i32,
     pub(crate) nodelay: bool,
+    pub(crate) half_close: HalfClose,
+}
+
+/// What a connection does once its peer has sent EOF (shut its writing
+/// side down); see [`Config::half_close`].
+///
+/// ```
+/// use evmux::{Config, HalfClose};
+///
+/// let config = Config::default().half_close(HalfClose::KeepWriting);
+/// # let _ = config;
+/// ```
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HalfClose {
+    /// Close once the output queued so far has drained (the default).
+    #[default]
+    Close,
+    /// Keep the connection writable: the handler hears of the EOF through
+    /// [`Handler::on_eof`](crate::Handler::on_eof) and may go on sending
+    /// until it calls `shutdown`, `close` or `shutdown_write` (the last
+    /// closes once the FIN is sent).
+    KeepWriting,
 }
 
 impl Default for Config {
@@ -51,6 +74,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             backlog: 1024,
             nodelay: true,
+            half_close: HalfClose::Close,
         }
     }
 }
@@ -169,6 +193,15 @@ impl Config {
     /// at once; the reactor already batches replies into few writes).
     pub fn nodelay(mut self, on: bool) -> Config {
         self.nodelay = on;
+        self
+    }
+
+    /// What to do after the peer's EOF: close once output drains
+    /// ([`HalfClose::Close`], the default), or keep writing until the
+    /// handler is done ([`HalfClose::KeepWriting`], for proxies and
+    /// protocols that answer after the request's end).
+    pub fn half_close(mut self, mode: HalfClose) -> Config {
+        self.half_close = mode;
         self
     }
 }

@@ -74,6 +74,25 @@ pub trait Handler {
         let _ = (ctl, timer);
     }
 
+    /// Connection `conn`'s output queue fell to the low-water mark after
+    /// it was over the high-water mark (it crossed it, or a
+    /// [`Control::send`] to it was refused with [`SendError::Full`], or
+    /// [`Control::can_send`] said so): a good time to send it more, or to
+    /// resume reading from whatever feeds it. Once per crossing.
+    fn on_drain(&mut self, conn: &mut Conn<'_>) {
+        let _ = conn;
+    }
+
+    /// The peer of `conn` sent EOF (shut down its writing side), after its
+    /// last frame. Under [`HalfClose::Close`](crate::HalfClose::Close)
+    /// (the default) the connection closes once its output drains; under
+    /// [`HalfClose::KeepWriting`](crate::HalfClose::KeepWriting) it stays
+    /// writable until the handler calls [`Conn::shutdown`],
+    /// [`Conn::close`] or [`Conn::shutdown_write`].
+    fn on_eof(&mut self, conn: &mut Conn<'_>) {
+        let _ = conn;
+    }
+
     /// A connection closed: its fd is closed and its state dropped already.
     fn on_close(&mut self, id: ConnId, reason: CloseReason) {
         let _ = (id, reason);
@@ -96,6 +115,69 @@ pub(crate) struct Flags {
     pub ready: bool,
     /// A stall check is scheduled on the timer heap.
     pub stall_armed: bool,
+    /// Reading is paused by the handler (`pause_reading`).
+    pub held: bool,
+    /// The handler resumed reading: serve it again (under edge the
+    /// readiness edge has passed).
+    pub kick: bool,
+    /// The queue went over high water (or a push was refused): call
+    /// `on_drain` once it is down to low water.
+    pub drain_wanted: bool,
+    /// `on_eof` has been called.
+    pub eof_told: bool,
+    /// Send FIN once the queue drains (`shutdown_write`).
+    pub fin_wanted: bool,
+    /// FIN has been sent.
+    pub fin_sent: bool,
+}
+
+/// Why [`Control::send`] refused a payload; nothing was queued.
+///
+/// ```
+/// use evmux::SendError;
+///
+/// assert_eq!(SendError::Full.to_string(), "the output queue is over its high-water mark");
+/// let e: Box<dyn std::error::Error> = Box::new(SendError::Closed);
+/// assert_eq!(e.to_string(), "no such connection, or it is closing");
+/// ```
+#[must_use]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The target's output queue (with what this callback sent it) is at
+    /// or over the high-water mark. [`Handler::on_drain`] tells when it is
+    /// down to the low-water mark.
+    Full,
+    /// No such connection: closed, closing, shutting its writing side
+    /// down, or never there.
+    Closed,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::Full => "the output queue is over its high-water mark",
+            SendError::Closed => "no such connection, or it is closing",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A request by id a handler made through [`Control`], carried out after
+/// the callback.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ById {
+    PauseReading,
+    ResumeReading,
+    ShutdownWrite,
+    Shutdown,
+}
+
+impl Flags {
+    /// Asked to close, or done writing: no more sends.
+    pub fn is_closing(&self) -> bool {
+        self.close.is_some() || self.drain_then_close || self.fin_wanted
+    }
 }
 
 /// What a timer-heap entry stands for.
@@ -146,11 +228,37 @@ impl<P: Poller> Registry for P {
 /// numbers that tell a slot's users apart. Kept apart from the table so
 /// a handler can reserve an id (for [`Control::connect`]) while the
 /// table holds the connection it is called for.
+///
+/// Each slot also keeps what [`Control::send`] needs to know of its
+/// connection, which the table lends out during callbacks: its queued
+/// bytes and whether it is closing (stored by the connection when it
+/// settles), and the bytes sent to it in the current callback.
 #[derive(Default)]
 pub(crate) struct Keys {
     free: Vec<u32>,
     next: usize,
     serial: u32,
+    slots: Vec<Slot>,
+}
+
+/// One slot's view for [`Control::send`].
+#[derive(Copy, Clone, Debug, Default)]
+pub(crate) struct Slot {
+    gen: u32,
+    live: bool,
+    /// As the connection stored it when it last settled.
+    pub settled: Settled,
+    /// Payload bytes sent to it by id, not yet delivered.
+    pending: usize,
+    /// A send was refused (or `can_send` said full): it owes an `on_drain`.
+    refused: bool,
+}
+
+/// What a connection stores of itself when it settles (one store).
+#[derive(Copy, Clone, Debug, Default)]
+pub(crate) struct Settled {
+    pub queued: usize,
+    pub closing: bool,
 }
 
 impl Keys {
@@ -165,6 +273,15 @@ impl Keys {
             None => return None,
         };
         self.serial = self.serial.wrapping_add(1) & GEN_MASK;
+        let index = key as usize;
+        if index >= self.slots.len() {
+            self.slots.resize(index + 1, Slot::default());
+        }
+        self.slots[index] = Slot {
+            gen: self.serial,
+            live: true,
+            ..Slot::default()
+        };
         Some(ConnId {
             key,
             gen: self.serial,
@@ -173,7 +290,37 @@ impl Keys {
 
     /// Gives a slot back once its connection is gone.
     pub fn release(&mut self, key: u32) {
+        if let Some(slot) = self.slots.get_mut(key as usize) {
+            slot.live = false;
+        }
         self.free.push(key);
+    }
+
+    /// The slot of live connection `id`.
+    fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
+        let slot = self.slots.get_mut(id.key as usize)?;
+        (slot.live && slot.gen == id.gen).then_some(slot)
+    }
+
+    /// Stores what a settled connection is (called by the connection).
+    pub fn settle(&mut self, key: u32, settled: Settled) {
+        if let Some(slot) = self.slots.get_mut(key as usize) {
+            slot.settled = settled;
+        }
+    }
+
+    /// Was a send to slot `key` refused since the last look?
+    pub fn take_refused(&mut self, key: u32) -> bool {
+        self.slots
+            .get_mut(key as usize)
+            .is_some_and(|slot| std::mem::take(&mut slot.refused))
+    }
+
+    /// `bytes` sent to `id` by id have been delivered to its queue.
+    pub fn delivered(&mut self, id: ConnId, bytes: usize) {
+        if let Some(slot) = self.slot_mut(id) {
+            slot.pending = slot.pending.saturating_sub(bytes);
+        }
     }
 }
 
@@ -198,6 +345,10 @@ pub(crate) struct Watch {
 /// what handlers asked for by id.
 pub(crate) struct Shared {
     pub trigger: Trigger,
+    /// The configured high-water mark, for `Control::send`.
+    pub high_water: usize,
+    /// Requests by id other than sends and closes, in order.
+    pub by_id: Vec<(ConnId, ById)>,
     /// The reactor's codec type, which `connect_with` must match.
     pub codec_type: TypeId,
     pub keys: Keys,
@@ -222,9 +373,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(trigger: Trigger, codec_type: TypeId) -> Shared {
+    pub fn new(trigger: Trigger, high_water: usize, codec_type: TypeId) -> Shared {
         Shared {
             trigger,
+            high_water,
+            by_id: Vec::new(),
             codec_type,
             keys: Keys::default(),
             connects: Vec::new(),
@@ -253,6 +406,7 @@ impl Shared {
             || !self.outbox_ends.is_empty()
             || !self.adopted.is_empty()
             || !self.connects.is_empty()
+            || !self.by_id.is_empty()
     }
 }
 
@@ -428,12 +582,120 @@ impl Control<'_> {
     /// Sends `payload` as one frame to connection `id` (another one, or the
     /// current one from a timer): encoded by that connection's codec and
     /// queued behind what it already has, after the current callback
-    /// returns. Frames sent to one connection keep their order. Unknown or
-    /// closed ids are ignored, as is a payload its codec refuses (logged).
-    pub fn send(&mut self, id: ConnId, payload: &[u8]) {
+    /// returns. Frames sent to one connection keep their order. A payload
+    /// its codec refuses is dropped (logged).
+    ///
+    /// A send is taken while the target's queue (what it had when it last
+    /// settled, plus what this callback sent it) is under the high-water
+    /// mark, even one that takes it over; then sends are refused until
+    /// [`Handler::on_drain`] says it is down to the low-water mark.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is queued then:
+    /// - [`SendError::Full`]: the target is at or over the high-water mark.
+    /// - [`SendError::Closed`]: no live connection `id`, or it is closing
+    ///   (closed or shut down by the handler, or shutting its writing side
+    ///   down).
+    ///
+    /// # Examples
+    ///
+    /// A relay that stops reading from a sender whose target is full, and
+    /// resumes once it drains:
+    ///
+    /// ```
+    /// use evmux::{Conn, ConnId, Handler, SendError};
+    ///
+    /// struct Relay { to: ConnId, from: ConnId }
+    /// impl Handler for Relay {
+    ///     fn on_frame(&mut self, conn: &mut Conn<'_>, frame: &[u8]) {
+    ///         let to = self.to;
+    ///         match conn.control().send(to, frame) {
+    ///             Ok(()) => {}
+    ///             Err(SendError::Full) => conn.pause_reading(), // (the frame is lost)
+    ///             Err(SendError::Closed) => conn.shutdown(),
+    ///         }
+    ///     }
+    ///     fn on_drain(&mut self, conn: &mut Conn<'_>) {
+    ///         let from = self.from;
+    ///         conn.control().resume_reading(from);
+    ///     }
+    /// }
+    /// ```
+    pub fn send(&mut self, id: ConnId, payload: &[u8]) -> Result<(), SendError> {
+        self.can_send(id)?;
+        if let Some(slot) = self.shared.keys.slot_mut(id) {
+            slot.pending += payload.len();
+        }
         self.shared.outbox.extend_from_slice(payload);
         let end = self.shared.outbox.len();
         self.shared.outbox_ends.push((id, end));
+        Ok(())
+    }
+
+    /// Would a [`send`](Control::send) to `id` be taken now? When it says
+    /// [`SendError::Full`], [`Handler::on_drain`] follows for `id` as for a
+    /// refused send: after a send, it tells whether that one took the
+    /// target over the high-water mark.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Control::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evmux::{Conn, ConnId, Handler};
+    ///
+    /// struct Forward(ConnId);
+    /// impl Handler for Forward {
+    ///     fn on_frame(&mut self, conn: &mut Conn<'_>, frame: &[u8]) {
+    ///         let to = self.0;
+    ///         if conn.control().send(to, frame).is_ok() && conn.control().can_send(to).is_err() {
+    ///             conn.pause_reading(); // until on_drain for `to`
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn can_send(&mut self, id: ConnId) -> Result<(), SendError> {
+        let high_water = self.shared.high_water;
+        if self.shared.to_close.contains(&id) {
+            return Err(SendError::Closed);
+        }
+        let slot = self.shared.keys.slot_mut(id).ok_or(SendError::Closed)?;
+        if slot.settled.closing {
+            return Err(SendError::Closed);
+        }
+        if slot.settled.queued + slot.pending >= high_water {
+            slot.refused = true;
+            return Err(SendError::Full);
+        }
+        Ok(())
+    }
+
+    /// Stops reading from connection `id` (after the current callback)
+    /// until [`resume_reading`](Control::resume_reading); see
+    /// [`Conn::pause_reading`]. Unknown ids are ignored.
+    pub fn pause_reading(&mut self, id: ConnId) {
+        self.shared.by_id.push((id, ById::PauseReading));
+    }
+
+    /// Reads from connection `id` again (after the current callback); see
+    /// [`Conn::resume_reading`]. Unknown ids are ignored.
+    pub fn resume_reading(&mut self, id: ConnId) {
+        self.shared.by_id.push((id, ById::ResumeReading));
+    }
+
+    /// Shuts connection `id`'s writing side down once its queue drains;
+    /// see [`Conn::shutdown_write`]. Unknown ids are ignored.
+    pub fn shutdown_write(&mut self, id: ConnId) {
+        self.shared.by_id.push((id, ById::ShutdownWrite));
+    }
+
+    /// Closes connection `id` gracefully, as [`Conn::shutdown`]: stops
+    /// reading, flushes its queue, then closes. Unknown ids are ignored.
+    pub fn shutdown(&mut self, id: ConnId) {
+        self.shared.by_id.push((id, ById::Shutdown));
     }
 
     /// Stops the reactor as a [`StopHandle`](crate::StopHandle) would.
@@ -497,12 +759,13 @@ impl<'a> Conn<'a> {
     ///
     /// # Errors
     ///
-    /// - `NotConnected` once [`close`](Conn::close) or
-    ///   [`shutdown`](Conn::shutdown) was called.
+    /// - `NotConnected` once [`close`](Conn::close),
+    ///   [`shutdown`](Conn::shutdown) or
+    ///   [`shutdown_write`](Conn::shutdown_write) was called.
     /// - The codec's error (`InvalidInput` for a payload it cannot frame);
     ///   nothing is queued then.
     pub fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        if self.flags.close.is_some() || self.flags.drain_then_close {
+        if self.flags.is_closing() {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 format!("send on {}: the connection is closing", self.id),
@@ -521,6 +784,58 @@ impl<'a> Conn<'a> {
     /// closes with [`CloseReason::ClosedByHandler`].
     pub fn shutdown(&mut self) {
         self.flags.drain_then_close = true;
+    }
+
+    /// Sends FIN once the queued output has drained (`shutdown(SHUT_WR)`),
+    /// and keeps reading: the peer sees EOF after the last byte, and the
+    /// connection closes once the peer's EOF has come too (with
+    /// [`CloseReason::PeerClosed`]). Sends fail from now on.
+    ///
+    /// ```
+    /// use evmux::{Conn, Handler};
+    ///
+    /// /// Answers one request, then says it is done writing.
+    /// struct OneShot;
+    /// impl Handler for OneShot {
+    ///     fn on_frame(&mut self, conn: &mut Conn<'_>, frame: &[u8]) {
+    ///         let _ = conn.send(frame);
+    ///         conn.shutdown_write();
+    ///     }
+    /// }
+    /// ```
+    pub fn shutdown_write(&mut self) {
+        self.flags.fin_wanted = true;
+    }
+
+    /// Stops reading from this connection until
+    /// [`resume_reading`](Conn::resume_reading): no frame comes from it
+    /// meanwhile (frames already read stay buffered), and the kernel's
+    /// receive buffer fills, which slows the peer down. Separate from the
+    /// reactor's own pause at the high-water mark: reading resumes only
+    /// when neither holds it.
+    ///
+    /// ```
+    /// use evmux::{Conn, Handler};
+    ///
+    /// /// Takes one frame at a time; a timer (not shown) resumes.
+    /// struct OneAtATime;
+    /// impl Handler for OneAtATime {
+    ///     fn on_frame(&mut self, conn: &mut Conn<'_>, _frame: &[u8]) {
+    ///         conn.pause_reading();
+    ///     }
+    /// }
+    /// ```
+    pub fn pause_reading(&mut self) {
+        self.flags.held = true;
+    }
+
+    /// Reads again after [`pause_reading`](Conn::pause_reading): frames
+    /// held back are dispatched, and the socket is read again (in this
+    /// turn or the next, under either trigger).
+    pub fn resume_reading(&mut self) {
+        if std::mem::take(&mut self.flags.held) {
+            self.flags.kick = true;
+        }
     }
 
     /// Closes now, dropping queued output, with

@@ -17,9 +17,14 @@
 //!   outbound connections ([`Control::connect`]), user fds
 //!   ([`Control::watch`]); reads that drain the socket, batched writes
 //!   with writable interest only while output is queued, one close path
-//!   with a [`CloseReason`], backpressure, idle and stall timeouts, and
-//!   [`codec`]s (delimiter, lines, length prefix). Business logic is a
-//!   [`Handler`].
+//!   with a [`CloseReason`], backpressure (the reactor's own at the
+//!   high-water mark; pushes by id refused with [`SendError::Full`] until
+//!   [`Handler::on_drain`]; reading paused and resumed by the handler),
+//!   half-close ([`HalfClose`], [`Handler::on_eof`],
+//!   [`Conn::shutdown_write`]), idle and stall timeouts, and [`codec`]s
+//!   (delimiter, lines, length prefix, raw). Business logic is a
+//!   [`Handler`]; `examples/proxy.rs` is a TCP or Unix-domain proxy built
+//!   on these.
 //!
 //! # Choosing a backend
 //!
@@ -159,8 +164,8 @@ mod handler;
 mod reactor;
 
 pub use activation::inherited_listeners;
-pub use config::Config;
-pub use handler::{Conn, Control, Handler};
+pub use config::{Config, HalfClose};
+pub use handler::{Conn, Control, Handler, SendError};
 pub use ids::{CloseReason, ConnId, SourceId, TimerId};
 pub use net::{Endpoint, Listener, Stream};
 pub use reactor::{Reactor, StopHandle};

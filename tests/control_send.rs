@@ -33,13 +33,13 @@ impl Handler for Relay {
             return;
         }
         for &other in self.members.iter().filter(|&&m| m != me) {
-            conn.control().send(other, line);
+            assert_eq!(conn.control().send(other, line), Ok(()));
         }
     }
 
     fn on_timer(&mut self, ctl: &mut Control<'_>, timer: TimerId) {
         if let Some(&(_, who)) = self.ticks.iter().find(|(t, _)| *t == timer) {
-            ctl.send(who, b"tock");
+            assert_eq!(ctl.send(who, b"tock"), Ok(()));
         }
     }
 

@@ -785,7 +785,7 @@ fn connect_to_an_upstream() -> std::io::Result<()> {
         fn on_start(&mut self, ctl: &mut Control<'_>) {
             let five = Duration::from_secs(5);
             match ctl.connect(self.upstream, five) {
-                Ok(id) => ctl.send(id, b"hello"), // queued until connected
+                Ok(id) => ctl.send(id, b"hello").expect("queued until connected"),
                 Err(e) => panic!("connect: {e}"),
             }
         }
@@ -814,6 +814,91 @@ fn connect_to_an_upstream() -> std::io::Result<()> {
     reactor.run(&mut Client { upstream })?;
     assert_eq!(reactor.stats().connected, 1);
     echo.join().expect("the echo thread")
+}
+
+#[test]
+fn readme_proxies_one_client() {
+    proxy_one_client().expect("the README's proxy");
+}
+
+fn proxy_one_client() -> std::io::Result<()> {
+    use evmux::codec::Raw;
+    use evmux::{Config, Conn, ConnId, DefaultPoller, HalfClose, Handler, Reactor};
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// Pairs each client with a connection to `upstream` and relays bytes
+    /// both ways, pausing a side whose peer is full.
+    struct Relay {
+        upstream: SocketAddr,
+        peer: HashMap<ConnId, ConnId>,
+    }
+
+    impl Handler for Relay {
+        fn on_open(&mut self, conn: &mut Conn<'_>) {
+            match conn
+                .control()
+                .connect(self.upstream, Duration::from_secs(5))
+            {
+                Ok(up) => {
+                    self.peer.insert(conn.id(), up);
+                    self.peer.insert(up, conn.id());
+                }
+                Err(_) => conn.close(),
+            }
+        }
+
+        fn on_frame(&mut self, conn: &mut Conn<'_>, bytes: &[u8]) {
+            let Some(&to) = self.peer.get(&conn.id()) else {
+                return;
+            };
+            match conn.control().send(to, bytes) {
+                Ok(()) if conn.control().can_send(to).is_ok() => {}
+                Ok(()) => conn.pause_reading(), // until `to` drains
+                Err(_) => conn.shutdown(),      // (a real proxy keeps a refused frame)
+            }
+        }
+
+        fn on_drain(&mut self, conn: &mut Conn<'_>) {
+            if let Some(&from) = self.peer.get(&conn.id()) {
+                conn.control().resume_reading(from);
+            }
+        }
+
+        fn on_eof(&mut self, conn: &mut Conn<'_>) {
+            if let Some(&to) = self.peer.get(&conn.id()) {
+                conn.control().shutdown_write(to); // pass the half-close on
+            }
+        }
+    }
+
+    // An upstream that reads to EOF, then answers.
+    let server = TcpListener::bind("127.0.0.1:0")?;
+    let upstream = server.local_addr()?;
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut socket, _) = server.accept()?;
+        let mut request = Vec::new();
+        socket.read_to_end(&mut request)?;
+        socket.write_all(&request.to_ascii_uppercase())
+    });
+
+    let config = Config::default().half_close(HalfClose::KeepWriting);
+    let mut reactor = Reactor::<DefaultPoller, _>::new(Raw, config)?;
+    let addr = reactor.listen("127.0.0.1:0")?;
+    let stop = reactor.stop_handle();
+    let peer = HashMap::new();
+    let proxy = std::thread::spawn(move || reactor.run(&mut Relay { upstream, peer }));
+
+    let mut client = TcpStream::connect(addr)?;
+    client.write_all(b"hello")?;
+    client.shutdown(Shutdown::Write)?; // the upstream sees EOF, then answers
+    let mut answer = String::new();
+    client.read_to_string(&mut answer)?;
+    assert_eq!(answer, "HELLO");
+    stop.stop()?;
+    proxy.join().expect("the proxy thread")
 }
 
 #[test]

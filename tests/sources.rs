@@ -269,7 +269,7 @@ fn connect_queues_frames_until_connected<P: Poller + Send + 'static>(trigger: Tr
     handler.start = Some(Box::new(move |ctl| {
         let id = ctl.connect(addr, PATIENCE).expect("connect");
         for line in [&b"first"[..], b"second", b"third"] {
-            ctl.send(id, line);
+            ctl.send(id, line).expect("queued until connected");
         }
         vec![id]
     }));
@@ -397,7 +397,7 @@ fn connect_over_a_unix_socket<P: Poller + Send + 'static>(trigger: Trigger) {
     let target = Endpoint::Unix(path.clone());
     handler.start = Some(Box::new(move |ctl| {
         let id = ctl.connect(target.clone(), PATIENCE).expect("connect");
-        ctl.send(id, b"over unix");
+        ctl.send(id, b"over unix").expect("queued");
         vec![id]
     }));
     let running = run_reactor(reactor::<P>(trigger), handler, seen);

@@ -114,27 +114,43 @@ impl ServerArgs {
 /// Runs a server with the backend `--backend` names, until SIGINT or
 /// SIGTERM; prints the counters (or the error) to stderr. `name` prefixes
 /// what is printed.
+#[allow(dead_code)] // the proxy uses run_with
 pub fn run<C: Codec + Clone + 'static, H: Handler>(
     name: &str,
     args: &ServerArgs,
     codec: C,
     handler: &mut H,
 ) -> ExitCode {
+    run_with(name, args, args.config(), codec, handler)
+}
+
+/// [`run`] with reactor settings of the caller's (`args.config()` plus
+/// what that server needs).
+pub fn run_with<C: Codec + Clone + 'static, H: Handler>(
+    name: &str,
+    args: &ServerArgs,
+    config: Config,
+    codec: C,
+    handler: &mut H,
+) -> ExitCode {
     init_logging();
     let served = match args.backend {
-        None => serve::<DefaultPoller, C, H>(args, codec, handler),
+        None => serve::<DefaultPoller, C, H>(args, config, codec, handler),
         Some(Backend::Select) => {
             #[cfg(feature = "select")]
             return report(
                 name,
-                serve::<evmux::SelectPoller, C, H>(args, codec, handler),
+                serve::<evmux::SelectPoller, C, H>(args, config, codec, handler),
             );
             #[cfg(not(feature = "select"))]
             Err(not_built("select"))
         }
         Some(Backend::Poll) => {
             #[cfg(feature = "poll")]
-            return report(name, serve::<evmux::PollPoller, C, H>(args, codec, handler));
+            return report(
+                name,
+                serve::<evmux::PollPoller, C, H>(args, config, codec, handler),
+            );
             #[cfg(not(feature = "poll"))]
             Err(not_built("poll"))
         }
@@ -142,7 +158,7 @@ pub fn run<C: Codec + Clone + 'static, H: Handler>(
             #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
             return report(
                 name,
-                serve::<evmux::EpollPoller, C, H>(args, codec, handler),
+                serve::<evmux::EpollPoller, C, H>(args, config, codec, handler),
             );
             #[cfg(not(all(feature = "epoll", any(target_os = "linux", target_os = "android"))))]
             Err(not_built("epoll"))
@@ -161,10 +177,11 @@ pub fn run<C: Codec + Clone + 'static, H: Handler>(
 /// the loop itself.
 pub fn serve<P: Poller, C: Codec + Clone + 'static, H: Handler>(
     args: &ServerArgs,
+    config: Config,
     codec: C,
     handler: &mut H,
 ) -> io::Result<Stats> {
-    let mut reactor = Reactor::<P, C>::new(codec, args.config())?;
+    let mut reactor = Reactor::<P, C>::new(codec, config)?;
     let addr = listen(&mut reactor, args.addr.as_deref())?;
     let signals = StopOnSignal::install(reactor.stop_handle())?;
     announce(&addr, reactor.backend(), reactor.trigger())?;

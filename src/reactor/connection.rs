@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use crate::buffer::Buffer;
 use crate::codec::{Codec, DecodeError};
-use crate::config::Config;
-use crate::handler::{Conn, Control, Due, Flags, Handler, Registry, Shared};
+use crate::config::{Config, HalfClose};
+use crate::handler::{ById, Conn, Control, Due, Flags, Handler, Registry, Settled, Shared};
 use crate::ids::{CloseReason, ConnId};
 use crate::net::{Endpoint, Stream};
 use crate::stats::Stats;
@@ -196,8 +196,10 @@ impl<C: Codec> Connection<C> {
         if event.is_readable() || event.is_read_closed() {
             again = self.read(event.is_read_closed(), io, handler);
         }
-        if event.is_hup() {
+        if event.is_hup() && !self.flags.fin_sent {
             // Both directions are down: nothing queued can be delivered.
+            // (After our own FIN it only says the peer is done too: read
+            // what it sent, to its EOF, and close then.)
             let flags = &mut self.flags;
             flags.close = flags.close.or(Some(CloseReason::PeerClosed));
         }
@@ -221,11 +223,23 @@ impl<C: Codec> Connection<C> {
 
     /// Encodes a payload pushed by [`Control::send`] and settles.
     pub fn push<H: Handler>(&mut self, payload: &[u8], io: &mut Io<'_>, handler: &mut H) -> Step {
-        if self.flags.close.is_none() && !self.flags.drain_then_close {
+        if !self.flags.is_closing() {
             match self.codec.encode(payload, io.out) {
                 Ok(()) => io.shared.stats.frames_out += 1,
                 Err(e) => log::warn!("{}: send: {e}", self.id),
             }
+        }
+        self.settle(io, handler)
+    }
+
+    /// Carries out a request by id from [`Control`], and settles.
+    pub fn by_id<H: Handler>(&mut self, request: ById, io: &mut Io<'_>, handler: &mut H) -> Step {
+        let flags = &mut self.flags;
+        match request {
+            ById::PauseReading => flags.held = true,
+            ById::ResumeReading => flags.kick |= std::mem::take(&mut flags.held),
+            ById::ShutdownWrite => flags.fin_wanted = true,
+            ById::Shutdown => flags.drain_then_close = true,
         }
         self.settle(io, handler)
     }
@@ -305,6 +319,7 @@ impl<C: Codec> Connection<C> {
     /// drained) or what interest it wants now.
     pub fn settle<H: Handler>(&mut self, io: &mut Io<'_>, handler: &mut H) -> Step {
         let again = self.flush_and_resume(io, handler);
+        self.send_fin();
         if let Some(reason) = self.flags.close {
             if matches!(reason, CloseReason::FrameTooLarge | CloseReason::Malformed) {
                 // Best effort: answers to the frames before the bad one.
@@ -315,7 +330,9 @@ impl<C: Codec> Connection<C> {
             io.out.clear();
         }
         self.account(&mut io.shared.stats);
-        let next = match self.due_close(io.stopping) {
+        let due = self.due_close(io.stopping, io.config.half_close);
+        self.store(io.shared, due.is_some());
+        let next = match due {
             Some(reason) => Next::Close(reason),
             None => {
                 self.arm_stall(io);
@@ -325,8 +342,32 @@ impl<C: Codec> Connection<C> {
         Step { next, again }
     }
 
+    /// Stores what [`Control::send`] needs to know of this connection.
+    fn store(&self, shared: &mut Shared, closing: bool) {
+        let settled = Settled {
+            queued: self.out.queue.len(),
+            closing: closing || self.flags.is_closing(),
+        };
+        shared.keys.settle(self.id.key, settled);
+    }
+
+    /// Sends FIN once `shutdown_write` was asked and the queue drained.
+    fn send_fin(&mut self) {
+        let flags = &mut self.flags;
+        let connected = self.connecting.is_none() && flags.close.is_none();
+        if !flags.fin_wanted || flags.fin_sent || !connected || !self.out.queue.is_empty() {
+            return;
+        }
+        flags.fin_sent = true;
+        if let Err(e) = sys::shutdown_write(self.stream.as_fd()) {
+            flags.close = Some(io_reason(&e));
+        }
+    }
+
     /// Flushes; once the queue is down to the low-water mark, un-pauses
-    /// and dispatches the frames held back. Returns whether reading
+    /// and dispatches the frames held back, and calls `on_drain` if it was
+    /// owed; dispatches held frames when the handler resumed reading;
+    /// calls `on_eof` once after the peer's EOF. Returns whether reading
     /// resumed (under edge the event has passed: read next turn).
     fn flush_and_resume<H: Handler>(&mut self, io: &mut Io<'_>, handler: &mut H) -> bool {
         let mut resumed = false;
@@ -336,14 +377,50 @@ impl<C: Codec> Connection<C> {
                     self.flags.close = Some(io_reason(&e));
                 }
             }
-            let drained = self.out.queue.len() <= io.config.low_water;
-            if self.flags.close.is_some() || !self.flags.paused || !drained {
+            let queued = self.out.queue.len();
+            let refused = io.shared.keys.take_refused(self.id.key);
+            let flags = &mut self.flags;
+            flags.drain_wanted |= refused || queued >= io.config.high_water;
+            if flags.close.is_some() {
+                return false;
+            }
+            let drained = queued <= io.config.low_water;
+            if (flags.paused && drained) || (flags.kick && !flags.held) {
+                (flags.paused, flags.kick) = (flags.paused && !drained, false);
+                resumed = true;
+                self.dispatch(None, io, handler);
+            } else if flags.drain_wanted && drained {
+                flags.drain_wanted = false;
+                self.store(io.shared, false);
+                self.call(io, |h, conn| h.on_drain(conn), handler);
+            } else if flags.eof && !flags.eof_told && !flags.paused && !flags.held {
+                flags.eof_told = true;
+                self.call(io, |h, conn| h.on_eof(conn), handler);
+            } else {
                 return resumed && self.wants_read();
             }
-            self.flags.paused = false;
-            resumed = true;
-            self.dispatch(None, io, handler);
         }
+    }
+
+    /// Calls the handler with this connection.
+    fn call<H: Handler>(
+        &mut self,
+        io: &mut Io<'_>,
+        hook: impl FnOnce(&mut H, &mut Conn<'_>),
+        handler: &mut H,
+    ) {
+        let mut conn = Conn {
+            id: self.id,
+            stream: &self.stream,
+            out: io.out,
+            codec: &mut self.codec,
+            flags: &mut self.flags,
+            ctl: Control {
+                shared: io.shared,
+                registry: io.registry,
+            },
+        };
+        hook(handler, &mut conn);
     }
 
     /// Cuts frames out of the new bytes (the first `fresh` bytes of the
@@ -375,7 +452,7 @@ impl<C: Codec> Connection<C> {
             None => input.data(),
         };
         let mut pos = 0;
-        while !flags.paused && flags.close.is_none() && !flags.drain_then_close {
+        while !flags.paused && !flags.held && flags.close.is_none() && !flags.drain_then_close {
             let decoded = match codec.decode(&data[pos..]) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break,
@@ -463,11 +540,13 @@ impl<C: Codec> Connection<C> {
     fn wants_read(&self) -> bool {
         let flags = &self.flags;
         let open = self.connecting.is_none() && flags.close.is_none();
-        open && !flags.paused && !flags.eof && !flags.drain_then_close
+        open && !flags.paused && !flags.held && !flags.eof && !flags.drain_then_close
     }
 
-    /// The close a settled connection is due, if any.
-    fn due_close(&self, stopping: bool) -> Option<CloseReason> {
+    /// The close a settled connection is due, if any: asked for; or with
+    /// its output drained, a graceful shutdown, both sides done (FIN sent
+    /// and EOF seen), EOF under `HalfClose::Close`, or the stop.
+    fn due_close(&self, stopping: bool, half_close: HalfClose) -> Option<CloseReason> {
         let flags = &self.flags;
         if let Some(reason) = flags.close {
             return Some(reason);
@@ -477,7 +556,8 @@ impl<C: Codec> Connection<C> {
         }
         if flags.drain_then_close {
             Some(CloseReason::ClosedByHandler)
-        } else if flags.eof && !flags.paused {
+        } else if flags.eof && (flags.fin_sent || (!flags.paused && half_close == HalfClose::Close))
+        {
             Some(CloseReason::PeerClosed)
         } else if stopping {
             Some(CloseReason::ServerShutdown)

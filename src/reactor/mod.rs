@@ -144,7 +144,7 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
             scratch: vec![0; config.read_chunk],
             out: Vec::new(),
             ready: Vec::new(),
-            shared: Shared::new(trigger, std::any::TypeId::of::<C>()),
+            shared: Shared::new(trigger, config.high_water, std::any::TypeId::of::<C>()),
             stop_flag: Arc::new(AtomicBool::new(false)),
             waker,
             reserve: crate::sys::open_reserve().ok(),

@@ -22,6 +22,9 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
         }
         self.insert_connects();
         self.deliver_outbox(handler);
+        for (id, request) in std::mem::take(&mut self.shared.by_id) {
+            self.with_conn(id, handler, |c, io, h| c.by_id(request, io, h));
+        }
         while let Some(id) = self.shared.to_close.pop() {
             if self.is_live(id) {
                 self.close(id, CloseReason::ClosedByHandler, handler);
@@ -59,6 +62,7 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
         for &(id, end) in &ends {
             let payload = &bytes[start..end];
             start = end;
+            self.shared.keys.delivered(id, payload.len());
             self.with_conn(id, handler, |c, io, h| c.push(payload, io, h));
         }
         // Give the allocations back, unless a callback run from here (a
