@@ -28,6 +28,12 @@ fn has_error_bits<P: Poller>() -> bool {
     P::NAME != "select"
 }
 
+/// Does this backend deliver edge triggering? epoll (EPOLLET) and
+/// io_uring (multishot poll).
+fn has_edge<P: Poller>() -> bool {
+    matches!(P::NAME, "epoll" | "uring")
+}
+
 /// Does this backend report `READ_CLOSED` (POLLRDHUP / EPOLLRDHUP)?
 fn has_read_closed<P: Poller>() -> bool {
     has_error_bits::<P>() && cfg!(any(target_os = "linux", target_os = "android"))
@@ -147,7 +153,7 @@ fn edge_register<P: Poller>() {
     let mut poller = new_poller::<P>();
     let mut events = events();
     let (a, mut b) = unix_pair();
-    assert_eq!(P::supports_trigger(Trigger::Edge), P::NAME == "epoll");
+    assert_eq!(P::supports_trigger(Trigger::Edge), has_edge::<P>());
     if !P::supports_trigger(Trigger::Edge) {
         assert_edge_refused::<P>(poller.register(&a, T1, R, Trigger::Edge));
         // Refused means not registered at all, not downgraded to level.
@@ -930,7 +936,7 @@ fn name_and_capabilities<P: Poller>(module: &str) {
     assert_eq!(P::NAME, module);
     assert!(P::supports_trigger(Trigger::Level));
     assert!(P::supports_trigger(Trigger::Oneshot));
-    assert_eq!(P::supports_trigger(Trigger::Edge), module == "epoll");
+    assert_eq!(P::supports_trigger(Trigger::Edge), has_edge::<P>());
     let capacity = if module == "select" { Some(1024) } else { None };
     assert_eq!(P::fd_capacity(), capacity);
 }
@@ -942,6 +948,9 @@ macro_rules! conformance {
         mod $module {
             #[test]
             fn name_and_capabilities() {
+                if !super::backend_available::<$poller>() {
+                    return;
+                }
                 super::name_and_capabilities::<$poller>(stringify!($module));
             }
             conformance!(@cases $poller;
@@ -987,6 +996,9 @@ macro_rules! conformance {
         $(
             #[test]
             fn $case() {
+                if !super::backend_available::<$poller>() {
+                    return;
+                }
                 super::$case::<$poller>();
             }
         )*
@@ -1001,3 +1013,6 @@ conformance!(poll, evmux::PollPoller);
 
 #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
 conformance!(epoll, evmux::EpollPoller);
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+conformance!(uring, evmux::UringPoller);
