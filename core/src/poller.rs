@@ -14,10 +14,10 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 ///   listener, a connection), writable when its send buffer has room. One
 ///   event carries both when both hold.
 /// - **Triggers.** [`Trigger::Level`] reports on every `wait` while the
-///   condition holds; [`Trigger::Edge`] once per new arrival (epoll only;
-///   the others return `ErrorKind::Unsupported`, never a silent downgrade);
-///   [`Trigger::Oneshot`] once, then nothing until [`modify`](Poller::modify)
-///   re-arms the fd (select and poll emulate it).
+///   condition holds; [`Trigger::Edge`] once per new arrival (epoll and
+///   uring only; the others return `ErrorKind::Unsupported`, never a silent
+///   downgrade); [`Trigger::Oneshot`] once, then nothing until
+///   [`modify`](Poller::modify) re-arms the fd (select and poll emulate it).
 /// - **Errors and hang-ups** are reported whatever the interest, where the
 ///   kernel tells: a peer that closes shows readable, so a read sees EOF,
 ///   plus [`is_read_closed`](crate::Event::is_read_closed) on poll and
@@ -52,6 +52,9 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 /// for it is closed; select sees `EBADF` and poll sees `POLLNVAL`, and both
 /// report one error event for the stale token, then drop the entry. Until
 /// then a new fd with the same number cannot be registered (`AlreadyExists`).
+/// uring reports that one error event when the fd's poll request fails
+/// with `EBADF`, or when the number is registered again while a request on
+/// the old file is in flight (see the evmux-uring crate docs).
 ///
 /// # Threads
 ///

@@ -215,7 +215,7 @@ pub fn unsupported_trigger(backend: &str, trigger: Trigger) -> io::Error {
         io::ErrorKind::Unsupported,
         format!(
             "{mode} mode is not supported by the {backend} backend; \
-             use level-triggered mode, or the epoll backend"
+             use level-triggered mode, or the epoll or uring backend"
         ),
     )
 }
