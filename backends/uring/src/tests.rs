@@ -67,6 +67,22 @@ fn stale_completion_in_the_ring_is_dropped_by_generation() {
     p.deregister(&a).unwrap();
     assert_eq!(wait(&mut p, SHORT), vec![]);
 
+    // Stale again, and the same fd registered anew before the wait, its
+    // data read away: the old completion must not pass for the new poll's.
+    p.register(&a, Token(2), R, Trigger::Oneshot).unwrap();
+    p.enter(Some(Duration::ZERO)).unwrap();
+    assert_eq!(in_ring(&mut p), 1);
+    p.deregister(&a).unwrap();
+    p.register(&a, Token(2), R, Trigger::Oneshot).unwrap();
+    assert_eq!((&a).read(&mut [0u8; 8]).unwrap(), 1);
+    assert_eq!(wait(&mut p, SHORT), vec![]);
+    b.write_all(b"y").unwrap();
+    let got = wait(&mut p, LONG);
+    assert_eq!(got, vec![Event::new(Token(2), Readiness::READABLE)]);
+    assert_eq!((&a).read(&mut [0u8; 8]).unwrap(), 1);
+    b.write_all(b"x").unwrap();
+    p.deregister(&a).unwrap();
+
     p.register(&a, Token(2), R, Trigger::Level).unwrap();
     p.enter(Some(Duration::ZERO)).unwrap();
     assert_eq!(in_ring(&mut p), 1);
