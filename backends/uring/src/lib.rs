@@ -297,8 +297,10 @@ impl Poller for UringPoller {
             || !self.ring.completion().is_empty()
             || self.ring.submission().cq_overflow();
         let timeout = if busy { Some(Duration::ZERO) } else { timeout };
+        self.flush_deferred()?;
         self.enter(timeout)?;
         self.reap()?;
+        self.flush_deferred()?;
         self.report(events)
     }
 
@@ -354,29 +356,35 @@ impl UringPoller {
     }
 
     /// Queues one entry, submitting what is queued first if the ring is
-    /// full (the completions stay in the completion ring for `wait`).
+    /// full.
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         if self.reaping {
             // Submitting now could post completions into the ring being
             // emptied (a level fd that is still ready completes on arming)
-            // and keep `reap` going; they go in once it is done.
+            // and keep `reap` going; `flush_deferred` queues them after.
             self.deferred.push(entry.clone());
             return Ok(());
         }
-        for attempt in 0..2 {
+        loop {
             // SAFETY: every entry this poller queues is a poll add or a
             // poll remove, neither of which points at memory: the kernel
             // reads only the entry, which `push` copies into the ring.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
             }
-            if attempt == 0 {
-                self.enter(Some(Duration::ZERO))?;
+            let queued = self.ring.submission().len();
+            self.enter(Some(Duration::ZERO))?;
+            if self.ring.submission().len() == queued {
+                return Err(io::Error::other(
+                    "uring: the submission ring is full and io_uring_enter took none of it",
+                ));
             }
+            // Reaped into the table now, to be reported by the next wait:
+            // a caller that registers many fds without waiting must not
+            // grow the kernel's overflow list without bound. (Re-arms this
+            // makes wait in `deferred` for the next wait.)
+            self.reap()?;
         }
-        Err(io::Error::other(
-            "uring: the submission ring is full and io_uring_enter took none of it",
-        ))
     }
 
     /// Queues a new poll request for registered `fd` under a new generation.
@@ -479,8 +487,7 @@ impl UringPoller {
                     break Ok(());
                 }
                 // IORING_SQ_CQ_OVERFLOW: the kernel holds completions the
-                // full ring had no room for; a GETEVENTS enter moves them in
-                // (nothing is submitted meanwhile: pushes are deferred).
+                // full ring had no room for; a GETEVENTS enter moves them in.
                 if let Err(e) = self.enter(Some(Duration::ZERO)) {
                     break Err(e);
                 }
@@ -495,11 +502,17 @@ impl UringPoller {
         };
         self.reaping = false;
         self.cqes = cqes;
-        result?;
-        let mut deferred = mem::take(&mut self.deferred);
-        let pushed = deferred.iter().try_for_each(|entry| self.push(entry));
-        deferred.clear();
-        self.deferred = deferred;
+        result
+    }
+
+    /// Queues the entries `reap` deferred.
+    fn flush_deferred(&mut self) -> io::Result<()> {
+        let mut pending = mem::take(&mut self.deferred);
+        let pushed = pending.iter().try_for_each(|entry| self.push(entry));
+        pending.clear();
+        // Whatever a reap inside `push` deferred meanwhile waits its turn.
+        pending.append(&mut self.deferred);
+        self.deferred = pending;
         pushed
     }
 
@@ -636,9 +649,11 @@ impl UringPoller {
             return Ok(true);
         }
         // A request that completed can no longer be cancelled: take its
-        // completion first.
+        // completion first (and get any re-arm to the kernel).
+        self.flush_deferred()?;
         self.enter(Some(Duration::ZERO))?;
         self.reap()?;
+        self.flush_deferred()?;
         let gen = self.slots[fd as usize].gen;
         match self.reg(fd) {
             None => return Ok(false),

@@ -144,13 +144,14 @@ fn an_overflowing_completion_ring_loses_no_event() {
     };
     let n = 100;
     let pairs: Vec<_> = (0..n).map(|_| pair()).collect();
-    for (_, b) in &pairs {
-        (&*b).write_all(b"x").unwrap();
-    }
     for (i, (a, _)) in pairs.iter().enumerate() {
         p.register(a, Token(i), R, Trigger::Level).unwrap();
     }
-    // Submitted as the tiny ring filled; the completions did not fit.
+    assert_eq!(wait(&mut p, Duration::ZERO), vec![]); // all in flight
+    for (_, b) in &pairs {
+        (&*b).write_all(b"x").unwrap();
+    }
+    // The completions are posted when we next enter: 100 into 8 entries.
     p.enter(Some(Duration::ZERO)).unwrap();
     assert!(p.ring.submission().cq_overflow(), "the CQ did not overflow");
     let mut events = Events::with_capacity(n);
