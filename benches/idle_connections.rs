@@ -11,9 +11,14 @@
 //!
 //! Contenders, all in the group `idle_round_trip`, so one chart holds them:
 //!
-//! - `evmux-select`, `evmux-poll`, `evmux-epoll-level`, `evmux-epoll-edge`;
+//! - `evmux-select`, `evmux-poll`, `evmux-epoll-level`, `evmux-epoll-edge`,
+//!   `evmux-uring-level`, `evmux-uring-edge`, `evmux-uring-oneshot` (which
+//!   re-arms with `modify` after every event);
 //! - the raw floors `raw-select`, `raw-poll`, `raw-epoll-level`,
-//!   `raw-epoll-edge`: the system call straight through libc in the
+//!   `raw-epoll-edge`, `raw-uring-level` (a oneshot `IORING_OP_POLL_ADD`
+//!   re-armed after each completion, submitted with the next wait) and
+//!   `raw-uring-edge` (one multishot poll per fd, `submit_and_wait(1)`):
+//!   the system call straight through libc (or the io-uring crate) in the
 //!   tightest loop we know how to write (select restores its fd_set from a
 //!   master copy each turn, as a real server must, and finds the ready fd
 //!   by scanning set words);
@@ -44,7 +49,9 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion};
-use evmux::{EpollPoller, Events, Interest, PollPoller, Poller, SelectPoller, Token, Trigger};
+use evmux::{
+    EpollPoller, Events, Interest, PollPoller, Poller, SelectPoller, Token, Trigger, UringPoller,
+};
 use mio::unix::SourceFd;
 
 #[path = "support/fd_limit.rs"]
@@ -120,11 +127,13 @@ impl Fixture {
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
 
-/// Level or edge, for the contenders that offer both.
+/// Level or edge (or oneshot, re-armed each time), for the contenders
+/// that offer them.
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Level,
     Edge,
+    Oneshot,
 }
 
 /// One way of doing the round trip over a fixture.
@@ -142,6 +151,8 @@ struct Evmux<P> {
     poller: P,
     events: Events,
     active: Token,
+    /// Oneshot: re-arm the active fd after each event.
+    rearm: bool,
 }
 
 impl<P: Poller> Contender for Evmux<P> {
@@ -149,6 +160,7 @@ impl<P: Poller> Contender for Evmux<P> {
         let trigger = match mode {
             Mode::Level => Trigger::Level,
             Mode::Edge => Trigger::Edge,
+            Mode::Oneshot => Trigger::Oneshot,
         };
         let mut poller = P::new().expect("create poller");
         for (i, fd) in fx.watched() {
@@ -162,6 +174,7 @@ impl<P: Poller> Contender for Evmux<P> {
             poller,
             events,
             active,
+            rearm: matches!(mode, Mode::Oneshot),
         }
     }
 
@@ -174,6 +187,12 @@ impl<P: Poller> Contender for Evmux<P> {
             "wrong events"
         );
         fx.drain();
+        if self.rearm {
+            let (token, read) = (self.active, Interest::READABLE);
+            self.poller
+                .modify(&fx.rx, token, read, Trigger::Oneshot)
+                .expect("re-arm");
+        }
     }
 
     fn stop(mut self, fx: &Fixture) {
@@ -224,6 +243,71 @@ impl Contender for RawEpoll {
     fn stop(self, _: &Fixture) {
         // Closing the epoll fd drops every registration.
         drop(self.epfd);
+    }
+}
+
+/// The io_uring floor: the io-uring crate's ring, one poll request per
+/// watched fd, completions read straight off the ring.
+struct RawUring {
+    ring: io_uring::IoUring,
+    multishot: bool,
+    active: u64,
+    active_fd: RawFd,
+}
+
+impl RawUring {
+    fn poll_add(&mut self, fd: RawFd, data: u64) {
+        let entry = io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
+            .multi(self.multishot)
+            .build()
+            .user_data(data);
+        // SAFETY: a poll add points at no memory; the kernel reads the
+        // entry, which push copies into the ring.
+        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit().expect("io_uring submit");
+        }
+    }
+}
+
+impl Contender for RawUring {
+    fn start(fx: &Fixture, mode: Mode) -> Self {
+        let ring = io_uring::IoUring::builder()
+            .setup_cqsize(8192)
+            .build(1024)
+            .expect("io_uring_setup");
+        let mut raw = RawUring {
+            ring,
+            multishot: matches!(mode, Mode::Edge),
+            active: fx.active() as u64,
+            active_fd: fx.rx.as_raw_fd(),
+        };
+        for (i, fd) in fx.watched() {
+            raw.poll_add(fd.as_raw_fd(), i as u64);
+        }
+        raw.ring.submit().expect("io_uring submit");
+        raw
+    }
+
+    fn round_trip(&mut self, fx: &Fixture) {
+        fx.poke();
+        // Submits the re-arm queued last time and waits, in one enter.
+        self.ring.submit_and_wait(1).expect("io_uring_enter");
+        let mut cq = self.ring.completion();
+        let first = cq.next().map(|c| c.user_data());
+        assert!(
+            first == Some(self.active) && cq.next().is_none(),
+            "wrong events"
+        );
+        drop(cq);
+        fx.drain();
+        if !self.multishot {
+            self.poll_add(self.active_fd, self.active);
+        }
+    }
+
+    fn stop(self, _: &Fixture) {
+        // Closing the ring cancels every request.
+        drop(self.ring);
     }
 }
 
@@ -387,6 +471,7 @@ impl Contender for Polling {
         let mode = match mode {
             Mode::Level => polling::PollMode::Level,
             Mode::Edge => polling::PollMode::Edge,
+            Mode::Oneshot => polling::PollMode::Oneshot,
         };
         let poller = polling::Poller::new().expect("polling poller");
         for (i, fd) in fx.watched() {
@@ -447,7 +532,7 @@ fn entry<C: Contender>(name: &'static str, mode: Mode, select: bool) -> Entry {
 
 /// Every contender, in the order criterion runs them.
 fn contenders() -> Vec<Entry> {
-    use Mode::{Edge, Level};
+    use Mode::{Edge, Level, Oneshot};
     vec![
         entry::<Evmux<SelectPoller>>("evmux-select", Level, true),
         entry::<RawSelect>("raw-select", Level, true),
@@ -457,6 +542,11 @@ fn contenders() -> Vec<Entry> {
         entry::<RawEpoll>("raw-epoll-level", Level, false),
         entry::<Evmux<EpollPoller>>("evmux-epoll-edge", Edge, false),
         entry::<RawEpoll>("raw-epoll-edge", Edge, false),
+        entry::<Evmux<UringPoller>>("evmux-uring-level", Level, false),
+        entry::<RawUring>("raw-uring-level", Level, false),
+        entry::<Evmux<UringPoller>>("evmux-uring-edge", Edge, false),
+        entry::<RawUring>("raw-uring-edge", Edge, false),
+        entry::<Evmux<UringPoller>>("evmux-uring-oneshot", Oneshot, false),
         entry::<Mio>("mio-edge", Edge, false),
         entry::<Polling>("polling-level", Level, false),
         entry::<Polling>("polling-edge", Edge, false),

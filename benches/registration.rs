@@ -6,6 +6,9 @@
 //! The probe is created last (the highest fd), so select's deregister has
 //! to find the next highest fd, and poll's swap-remove takes the last
 //! slot. `raw-epoll` is the floor: the three `epoll_ctl` calls alone.
+//! `uring` only queues its four ring entries (poll add; remove and add;
+//! remove), submitted when the ring fills; `uring+wait0` adds a zero
+//! `wait` per iteration, the one `io_uring_enter` a loop turn pays.
 //!
 //! Run: `cargo bench --bench registration`.
 
@@ -16,7 +19,9 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
-use evmux::{EpollPoller, Interest, PollPoller, Poller, SelectPoller, Token, Trigger};
+use evmux::{
+    EpollPoller, Events, Interest, PollPoller, Poller, SelectPoller, Token, Trigger, UringPoller,
+};
 
 #[path = "support/fd_limit.rs"]
 mod fd_limit;
@@ -72,6 +77,35 @@ fn bench_evmux<P: Poller>(g: &mut Group<'_>, fx: &Fixture) {
     });
 }
 
+/// uring's register + modify + deregister, then a zero wait: the whole
+/// cost of one loop turn that makes these three changes.
+fn bench_uring_with_wait(g: &mut Group<'_>, fx: &Fixture) {
+    let mut poller = UringPoller::new().expect("create poller");
+    for (i, fd) in fx.others.iter().enumerate() {
+        poller
+            .register(fd, Token(i), Interest::READABLE, Trigger::Level)
+            .expect("register");
+    }
+    let token = Token(fx.others.len());
+    let both = Interest::READABLE | Interest::WRITABLE;
+    let mut events = Events::with_capacity(64);
+    let id = BenchmarkId::new("uring+wait0", fx.others.len());
+    g.bench_with_input(id, &(), |b, _| {
+        b.iter(|| {
+            let probe = &fx.probe;
+            let level = Trigger::Level;
+            poller
+                .register(probe, token, Interest::READABLE, level)
+                .expect("register");
+            poller.modify(probe, token, both, level).expect("modify");
+            poller.deregister(probe).expect("deregister");
+            poller
+                .wait(&mut events, Some(Duration::ZERO))
+                .expect("wait");
+        })
+    });
+}
+
 fn epoll_ctl(epfd: &OwnedFd, op: libc::c_int, fd: &UnixDatagram, flags: u32) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events: flags,
@@ -121,6 +155,8 @@ fn registration(c: &mut Criterion) {
         bench_evmux::<PollPoller>(&mut g, &fx);
         bench_evmux::<EpollPoller>(&mut g, &fx);
         bench_raw_epoll(&mut g, &fx);
+        bench_evmux::<UringPoller>(&mut g, &fx);
+        bench_uring_with_wait(&mut g, &fx);
     }
     g.finish();
 }

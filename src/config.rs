@@ -81,7 +81,7 @@ impl Default for Config {
 
 impl Config {
     /// `Trigger::Level` or `Trigger::Edge`. Default: edge where the backend
-    /// supports it (epoll), level otherwise. Asking a backend for a trigger it
+    /// supports it (epoll, uring), level otherwise. Asking a backend for a trigger it
     /// cannot deliver fails in [`Reactor::new`](crate::Reactor::new).
     pub fn trigger(mut self, trigger: Trigger) -> Config {
         self.trigger = Some(trigger);

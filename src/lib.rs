@@ -1,13 +1,14 @@
-//! evmux: a pluggable event loop with swappable select, poll and epoll
-//! backends, and a reactor that runs unchanged on any of them.
+//! evmux: a pluggable event loop with swappable select, poll, epoll and
+//! io_uring backends, and a reactor that runs unchanged on any of them.
 //!
 //! Two layers:
 //!
 //! - **The [`Poller`] contract** (`register` / `modify` / `deregister` /
-//!   `wait`) with three implementations: [`SelectPoller`] (`fd_set` plus a
+//!   `wait`) with four implementations: [`SelectPoller`] (`fd_set` plus a
 //!   shadow array; fds below `FD_SETSIZE` only), [`PollPoller`] (a `pollfd`
-//!   vector with an O(1) fd index), and [`EpollPoller`] (level, edge or
-//!   oneshot). They behave the same wherever the OS allows, and fail with a
+//!   vector with an O(1) fd index), [`EpollPoller`] (level, edge or
+//!   oneshot), and `UringPoller` (io_uring poll requests, Linux 5.13+;
+//!   level, edge or oneshot, interest changes batched into the next wait). They behave the same wherever the OS allows, and fail with a
 //!   clear `io::Error` where it does not (edge on select or poll is
 //!   `ErrorKind::Unsupported`; an fd past `FD_SETSIZE` on select is
 //!   `ErrorKind::InvalidInput`).
@@ -29,10 +30,11 @@
 //! # Choosing a backend
 //!
 //! - By type parameter: `Reactor::<PollPoller, _>` or `PollPoller::new()`.
-//! - By cargo feature at build time: `select`, `poll`, `epoll` (all on by
-//!   default); `--no-default-features --features poll` builds only poll.
+//! - By cargo feature at build time: `select`, `poll`, `epoll`, `uring`
+//!   (all on by default; `uring` builds nothing outside Linux);
+//!   `--no-default-features --features poll` builds only poll.
 //! - By [`DefaultPoller`]: epoll on Linux and Android when enabled, else
-//!   poll, else select (one `cfg_if!` below).
+//!   poll, else select, else io_uring (one `cfg_if!` below).
 //!
 //! # The Poller API
 //!
@@ -145,6 +147,9 @@ pub use evmux_epoll::EpollPoller;
 pub use evmux_poll::PollPoller;
 #[cfg(feature = "select")]
 pub use evmux_select::SelectPoller;
+#[cfg(feature = "uring")]
+#[cfg(target_os = "linux")]
+pub use evmux_uring::UringPoller;
 
 // Leaves: they depend on nothing else here (but `net` and `activation`
 // on `sys`).
@@ -181,7 +186,12 @@ cfg_if::cfg_if! {
     } else if #[cfg(feature = "select")] {
         /// The backend chosen for this build: [`SelectPoller`].
         pub type DefaultPoller = SelectPoller;
+    } else if #[cfg(all(feature = "uring", target_os = "linux"))] {
+        /// The backend chosen for this build: [`UringPoller`] (the only one
+        /// built; its `new` fails with `Unsupported` where io_uring is
+        /// blocked).
+        pub type DefaultPoller = UringPoller;
     } else {
-        compile_error!("evmux needs at least one backend: enable the `select`, `poll` or `epoll` feature");
+        compile_error!("evmux needs at least one backend: enable the `select`, `poll`, `epoll` or `uring` feature");
     }
 }

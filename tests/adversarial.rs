@@ -841,6 +841,9 @@ macro_rules! every_backend {
         $(
             #[test]
             fn $case() {
+                if !crate::common::backend_available::<$poller>() {
+                    return;
+                }
                 let name = concat!(stringify!($module), "::", stringify!($case));
                 super::$case::<$poller>(evmux::Trigger::$trigger, name);
             }
@@ -859,6 +862,12 @@ every_backend!(epoll_level, evmux::EpollPoller, Level);
 
 #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
 every_backend!(epoll_edge, evmux::EpollPoller, Edge);
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+every_backend!(uring_level, evmux::UringPoller, Level);
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+every_backend!(uring_edge, evmux::UringPoller, Edge);
 
 // ---- property tests of the framing layer ------------------------------------------
 

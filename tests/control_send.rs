@@ -1,6 +1,8 @@
 //! `Control::send`: frames pushed to other connections (a chat relay) and
 //! from timers, on every backend and trigger.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
@@ -103,7 +105,9 @@ macro_rules! backend {
     ($name:ident, $poller:ty, $trigger:expr) => {
         #[test]
         fn $name() {
-            relay_and_timer_sends::<$poller>($trigger);
+            if common::backend_available::<$poller>() {
+                relay_and_timer_sends::<$poller>($trigger);
+            }
         }
     };
 }
@@ -116,3 +120,7 @@ backend!(poll_level, evmux::PollPoller, Trigger::Level);
 backend!(epoll_level, evmux::EpollPoller, Trigger::Level);
 #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
 backend!(epoll_edge, evmux::EpollPoller, Trigger::Edge);
+#[cfg(all(feature = "uring", target_os = "linux"))]
+backend!(uring_level, evmux::UringPoller, Trigger::Level);
+#[cfg(all(feature = "uring", target_os = "linux"))]
+backend!(uring_edge, evmux::UringPoller, Trigger::Edge);

@@ -28,6 +28,7 @@ fn features() -> String {
         ("select", cfg!(feature = "select")),
         ("poll", cfg!(feature = "poll")),
         ("epoll", cfg!(feature = "epoll")),
+        ("uring", cfg!(feature = "uring")),
     ];
     let on: Vec<&str> = all.iter().filter(|f| f.1).map(|f| f.0).collect();
     on.join(",")
@@ -352,25 +353,60 @@ fn calc_on_epoll_edge() {
     calc_round_trip("epoll", "edge");
 }
 
+/// Can io_uring be used here? If not, says why (the test is skipped).
+#[cfg(all(feature = "uring", target_os = "linux"))]
+fn uring_available() -> bool {
+    use evmux::Poller;
+    match evmux::UringPoller::new() {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::Unsupported => {
+            eprintln!("skipped: the uring backend cannot run here: {e}");
+            false
+        }
+        Err(e) => panic!("uring: new: {e}"),
+    }
+}
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+#[test]
+fn calc_on_uring_level() {
+    if uring_available() {
+        calc_round_trip("uring", "level");
+    }
+}
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+#[test]
+fn calc_on_uring_edge() {
+    if uring_available() {
+        calc_round_trip("uring", "edge");
+    }
+}
+
 /// `DefaultPoller`'s backend and its default trigger, as announced.
 fn default_backend() -> (&'static str, &'static str) {
     if cfg!(all(feature = "epoll", target_os = "linux")) {
         ("epoll", "edge")
     } else if cfg!(feature = "poll") {
         ("poll", "level")
-    } else {
+    } else if cfg!(feature = "select") {
         ("select", "level")
+    } else {
+        ("uring", "edge")
     }
 }
 
-/// A level-triggered backend this build has: poll, else select, else epoll.
+/// A level-triggered backend this build has: poll, else select, else
+/// epoll, else uring.
 fn level_backend() -> &'static str {
     if cfg!(feature = "poll") {
         "poll"
     } else if cfg!(feature = "select") {
         "select"
-    } else {
+    } else if cfg!(feature = "epoll") {
         "epoll"
+    } else {
+        "uring"
     }
 }
 

@@ -34,6 +34,7 @@ fn binary() -> &'static Path {
             ("select", cfg!(feature = "select")),
             ("poll", cfg!(feature = "poll")),
             ("epoll", cfg!(feature = "epoll")),
+            ("uring", cfg!(feature = "uring")),
         ]
         .iter()
         .filter(|f| f.1)
@@ -1063,3 +1064,9 @@ fn same_replies_as_redis_server() {
         assert_eq!(show(&got), show(&want), "request {:?}", show(request));
     }
 }
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+kv_tests!(uring_level, "uring", "level");
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+kv_tests!(uring_edge, "uring", "edge");

@@ -652,3 +652,9 @@ proxy_tests!(epoll_level, evmux::EpollPoller, evmux::Trigger::Level);
 
 #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
 proxy_tests!(epoll_edge, evmux::EpollPoller, evmux::Trigger::Edge);
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+proxy_tests!(uring_level, evmux::UringPoller, evmux::Trigger::Level);
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+proxy_tests!(uring_edge, evmux::UringPoller, evmux::Trigger::Edge);

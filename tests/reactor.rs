@@ -2,7 +2,7 @@
 //! `Reactor` running on its own thread, every scenario written once over
 //! `P: Poller` and a `Trigger`, and instantiated by `reactor_tests!` into one
 //! module per backend and trigger (`select_level`, `poll_level`,
-//! `epoll_level`, `epoll_edge`), so a failure reads
+//! `epoll_level`, `epoll_edge`, `uring_level`, `uring_edge`), so a failure reads
 //! `epoll_edge::half_close_flushes_replies`.
 //!
 //! The handler is a small calculator (`a+b` answers the sum; see
@@ -739,18 +739,26 @@ fn triggers_are_checked<P: Backend>(trigger: Trigger) {
     }
     match Reactor::<P, _>::new(codec(), config(Trigger::Edge)) {
         Ok(r) => {
-            assert_eq!(P::NAME, "epoll", "edge accepted by {}", P::NAME);
+            assert!(
+                P::supports_trigger(Trigger::Edge),
+                "edge accepted by {}",
+                P::NAME
+            );
             assert_eq!(r.trigger(), Trigger::Edge);
         }
         Err(e) => {
-            assert_ne!(P::NAME, "epoll", "epoll refused edge: {e}");
+            assert!(
+                !P::supports_trigger(Trigger::Edge),
+                "{} refused edge: {e}",
+                P::NAME
+            );
             assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
             let msg = e.to_string();
             assert!(msg.contains(&format!("{} backend", P::NAME)), "{msg}");
         }
     }
     let default = Reactor::<P, _>::new(codec(), Config::default()).map(|r| r.trigger());
-    let want = if P::NAME == "epoll" {
+    let want = if P::supports_trigger(Trigger::Edge) {
         Trigger::Edge
     } else {
         Trigger::Level
@@ -1200,6 +1208,9 @@ macro_rules! reactor_tests {
         $(
             #[test]
             fn $case() {
+                if !crate::common::backend_available::<$poller>() {
+                    return;
+                }
                 super::$case::<$poller>($trigger);
             }
         )*
@@ -1217,3 +1228,9 @@ reactor_tests!(epoll_level, evmux::EpollPoller, evmux::Trigger::Level);
 
 #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
 reactor_tests!(epoll_edge, evmux::EpollPoller, evmux::Trigger::Edge);
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+reactor_tests!(uring_level, evmux::UringPoller, evmux::Trigger::Level);
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+reactor_tests!(uring_edge, evmux::UringPoller, evmux::Trigger::Edge);

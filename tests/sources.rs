@@ -856,3 +856,9 @@ fn socket_activation_refuses_a_socket_that_is_not_listening() {
         "{line}"
     );
 }
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+source_tests!(uring_level, evmux::UringPoller, evmux::Trigger::Level);
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+source_tests!(uring_edge, evmux::UringPoller, evmux::Trigger::Edge);

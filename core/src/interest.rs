@@ -49,7 +49,8 @@ pub enum Trigger {
     /// Reported once per new arrival (epoll's `EPOLLET`). The caller must
     /// read or write until the call returns `WouldBlock` (or a read comes
     /// back short), or it may never hear about the fd again. Only the epoll
-    /// backend supports it; the others refuse it with `ErrorKind::Unsupported`.
+    /// and uring backends support it; the others refuse it with
+    /// `ErrorKind::Unsupported`.
     Edge,
     /// Reported once, then silent until [`modify`](crate::Poller::modify)
     /// re-arms the fd. The fd stays registered while disarmed: re-arm it with

@@ -3,8 +3,9 @@
 //! This crate holds the [`Poller`] trait and everything the backends have in
 //! common: [`Token`], [`Interest`], [`Trigger`], [`Event`] / [`Events`], the
 //! [`Waker`], the syscall wrapper [`cvt`], [`set_nonblocking`], and the
-//! policies that must be identical everywhere (timeout rounding in
-//! [`timeout_ms`], EINTR in [`interrupted_is_empty`], error constructors).
+//! policies that must be identical everywhere (timeout conversion in
+//! [`timeout_timespec`], [`timeout_timeval`] and [`timeout_ms`], EINTR in
+//! [`interrupted_is_empty`], error constructors).
 //! Nothing backend-specific lives here.
 //!
 //! Most users depend on the `evmux` facade crate instead, which re-exports
@@ -21,9 +22,9 @@ pub use event::{Event, Events, Readiness};
 pub use interest::{Interest, Trigger};
 pub use poller::Poller;
 pub use sys::{
-    already_registered, beyond_capacity, check_token, check_trigger, cvt, interrupted_is_empty,
-    not_registered, set_nonblocking, timeout_ms, timeout_timeval, unsupported_trigger,
-    waker_exists, IsMinusOne, MAX_WAIT_MS,
+    already_registered, beyond_capacity, check_token, check_trigger, clamp_timeout, cvt,
+    interrupted_is_empty, not_registered, set_nonblocking, timeout_ms, timeout_timespec,
+    timeout_timeval, unsupported_trigger, waker_exists, IsMinusOne, MAX_WAIT, MAX_WAIT_MS,
 };
 pub use token::Token;
 pub use waker::{Waker, WakerSource};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::{Events, Interest, Token, Trigger, Waker};
 
-/// A readiness multiplexer: select, poll or epoll behind one interface.
+/// A readiness multiplexer: select, poll, epoll or io_uring behind one interface.
 ///
 /// # The contract
 ///
@@ -14,10 +14,10 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 ///   listener, a connection), writable when its send buffer has room. One
 ///   event carries both when both hold.
 /// - **Triggers.** [`Trigger::Level`] reports on every `wait` while the
-///   condition holds; [`Trigger::Edge`] once per new arrival (epoll only;
-///   the others return `ErrorKind::Unsupported`, never a silent downgrade);
-///   [`Trigger::Oneshot`] once, then nothing until [`modify`](Poller::modify)
-///   re-arms the fd (select and poll emulate it).
+///   condition holds; [`Trigger::Edge`] once per new arrival (epoll and
+///   uring only; the others return `ErrorKind::Unsupported`, never a silent
+///   downgrade); [`Trigger::Oneshot`] once, then nothing until
+///   [`modify`](Poller::modify) re-arms the fd (select and poll emulate it).
 /// - **Errors and hang-ups** are reported whatever the interest, where the
 ///   kernel tells: a peer that closes shows readable, so a read sees EOF,
 ///   plus [`is_read_closed`](crate::Event::is_read_closed) on poll and
@@ -30,8 +30,16 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 ///   [`is_read_closed`](crate::Event::is_read_closed) as "read now" see
 ///   the EOF on every backend.
 /// - **Timeouts.** `None` blocks; `Some(Duration::ZERO)` returns at once; any
-///   other timeout rounds up to the next millisecond and is clamped to
-///   [`MAX_WAIT_MS`](crate::MAX_WAIT_MS) (see [`timeout_ms`](crate::timeout_ms)).
+///   other timeout is honoured as precisely as the kernel interface allows
+///   ([`timeout_resolution`](Poller::timeout_resolution): a nanosecond for
+///   poll's `ppoll`, epoll's `epoll_pwait2` and io_uring, a microsecond for
+///   select), rounded *up* to that resolution, so a wait never ends early
+///   on its own and a non-zero timeout never becomes a zero wait. Longer
+///   than [`MAX_WAIT`](crate::MAX_WAIT) (about 24.8 days) is clamped to it.
+///   Where the precise call is missing (epoll before Linux 5.11, poll
+///   outside Linux, Android and the BSDs that have `ppoll`), timeouts round
+///   up to the next millisecond (see [`timeout_ms`](crate::timeout_ms)).
+///   The kernel adds its timer slack (50µs by default) on top.
 /// - **Signals.** A signal that interrupts `wait` makes it return `Ok(())`
 ///   with no events; callers just loop.
 /// - **Spurious events.** `wait` may report an fd that is not ready after
@@ -44,6 +52,9 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 /// for it is closed; select sees `EBADF` and poll sees `POLLNVAL`, and both
 /// report one error event for the stale token, then drop the entry. Until
 /// then a new fd with the same number cannot be registered (`AlreadyExists`).
+/// uring reports that one error event when the fd's poll request fails
+/// with `EBADF`, or when the number is registered again while a request on
+/// the old file is in flight (see the evmux-uring crate docs).
 ///
 /// # Threads
 ///
@@ -79,7 +90,7 @@ use crate::{Events, Interest, Token, Trigger, Waker};
 /// # let _ = echo_once::<evmux_core::doc_support::NoPoller>;
 /// ```
 pub trait Poller: Sized + Send + 'static {
-    /// The backend's name: `"select"`, `"poll"` or `"epoll"`.
+    /// The backend's name: `"select"`, `"poll"`, `"epoll"` or `"uring"`.
     const NAME: &'static str;
 
     /// Creates a poller.
@@ -156,6 +167,14 @@ pub trait Poller: Sized + Send + 'static {
     ///
     /// The error of the waiting syscall, other than `EINTR`.
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// The unit `wait` rounds a timeout up to on this poller: a nanosecond
+    /// where the kernel takes a `timespec`, a microsecond for select's
+    /// `timeval`, a millisecond on the fallback paths. The default is the
+    /// conservative millisecond.
+    fn timeout_resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
 
     /// Creates this poller's [`Waker`]: waking it makes `wait` report a
     /// readable event with `token`. Pick a token no registered fd uses.

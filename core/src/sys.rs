@@ -1,5 +1,5 @@
 //! The policy every backend shares: the syscall wrapper, `set_nonblocking`,
-//! timeout rounding, EINTR during `wait`, and error constructors.
+//! timeout conversion, EINTR during `wait`, and error constructors.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -87,12 +87,35 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// and the caller's loop waits again.
 pub const MAX_WAIT_MS: i32 = i32::MAX;
 
-/// Converts a `wait` timeout to the milliseconds poll and epoll take.
+/// [`MAX_WAIT_MS`] as a `Duration`: the longest single wait on every
+/// backend, whatever unit its kernel interface takes.
+pub const MAX_WAIT: Duration = Duration::from_millis(MAX_WAIT_MS as u64);
+
+/// Clamps a `wait` timeout to [`MAX_WAIT`]; `None` (block) stays `None`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use evmux_core::{clamp_timeout, MAX_WAIT};
+///
+/// assert_eq!(clamp_timeout(None), None);
+/// assert_eq!(clamp_timeout(Some(Duration::from_nanos(1))), Some(Duration::from_nanos(1)));
+/// assert_eq!(clamp_timeout(Some(Duration::MAX)), Some(MAX_WAIT));
+/// ```
+pub fn clamp_timeout(timeout: Option<Duration>) -> Option<Duration> {
+    timeout.map(|d| d.min(MAX_WAIT))
+}
+
+/// Converts a `wait` timeout to the milliseconds `poll(2)` and
+/// `epoll_wait(2)` take, for the kernels where nothing finer exists.
 ///
 /// `None` is `-1` (block); `Duration::ZERO` is `0` (return at once); any
 /// other duration rounds *up* to the next millisecond, so a 100µs timer
 /// never turns into a busy loop of zero waits; anything past
 /// [`MAX_WAIT_MS`] (up to `Duration::MAX`) is clamped, never wrapped.
+/// Backends use the finer [`timeout_timespec`] or [`timeout_timeval`]
+/// where their kernel interface takes one.
 ///
 /// # Examples
 ///
@@ -116,17 +139,53 @@ pub fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     }
 }
 
-/// Converts a `wait` timeout to the `timeval` select takes: the same
-/// rounding and clamping as [`timeout_ms`], so every backend waits alike.
-/// `None` means block (a null pointer).
+/// Converts a `wait` timeout to the `timeval` select takes, to the
+/// microsecond: a duration with a fraction of a microsecond rounds *up*
+/// (so it is never early, and a non-zero timeout never becomes a zero
+/// wait), and anything past [`MAX_WAIT`] is clamped. `None` means block (a
+/// null pointer).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use evmux_core::timeout_timeval;
+///
+/// let tv = timeout_timeval(Some(Duration::from_nanos(1))).unwrap();
+/// assert_eq!((tv.tv_sec, tv.tv_usec), (0, 1));
+/// let tv = timeout_timeval(Some(Duration::from_micros(3100))).unwrap();
+/// assert_eq!((tv.tv_sec, tv.tv_usec), (0, 3100));
+/// assert!(timeout_timeval(None).is_none());
+/// ```
 pub fn timeout_timeval(timeout: Option<Duration>) -> Option<libc::timeval> {
-    let ms = timeout_ms(timeout);
-    if ms < 0 {
-        return None;
-    }
+    let d = clamp_timeout(timeout)?;
+    let us = d.as_nanos().div_ceil(1_000);
     Some(libc::timeval {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+    })
+}
+
+/// Converts a `wait` timeout to a `timespec` (for `ppoll(2)`), to the
+/// nanosecond, clamped to [`MAX_WAIT`]. `None` means block (a null
+/// pointer); zero stays zero and a non-zero duration stays non-zero.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use evmux_core::timeout_timespec;
+///
+/// let ts = timeout_timespec(Some(Duration::from_micros(100))).unwrap();
+/// assert_eq!((ts.tv_sec, ts.tv_nsec), (0, 100_000));
+/// let ts = timeout_timespec(Some(Duration::MAX)).unwrap();
+/// assert_eq!(ts.tv_sec as i64, i64::from(i32::MAX) / 1000);
+/// ```
+pub fn timeout_timespec(timeout: Option<Duration>) -> Option<libc::timespec> {
+    let d = clamp_timeout(timeout)?;
+    Some(libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as _,
     })
 }
 
@@ -156,7 +215,7 @@ pub fn unsupported_trigger(backend: &str, trigger: Trigger) -> io::Error {
         io::ErrorKind::Unsupported,
         format!(
             "{mode} mode is not supported by the {backend} backend; \
-             use level-triggered mode, or the epoll backend"
+             use level-triggered mode, or the epoll or uring backend"
         ),
     )
 }
@@ -240,14 +299,43 @@ mod tests {
     }
 
     #[test]
-    fn timeval_matches_ms() {
+    fn timeval_is_to_the_microsecond_rounded_up() {
         assert!(timeout_timeval(None).is_none());
-        let tv = timeout_timeval(Some(Duration::from_micros(1))).unwrap();
-        assert_eq!((tv.tv_sec, tv.tv_usec), (0, 1000));
+        let tv = timeout_timeval(Some(Duration::ZERO)).unwrap();
+        assert_eq!((tv.tv_sec, tv.tv_usec), (0, 0));
+        // A tiny non-zero timeout stays non-zero.
+        let tv = timeout_timeval(Some(Duration::from_nanos(1))).unwrap();
+        assert_eq!((tv.tv_sec, tv.tv_usec), (0, 1));
+        let tv = timeout_timeval(Some(Duration::from_nanos(100_001))).unwrap();
+        assert_eq!((tv.tv_sec, tv.tv_usec), (0, 101));
         let tv = timeout_timeval(Some(Duration::from_millis(2500))).unwrap();
         assert_eq!((tv.tv_sec, tv.tv_usec), (2, 500_000));
+        let tv = timeout_timeval(Some(Duration::from_micros(999_999_999))).unwrap();
+        assert_eq!((tv.tv_sec, tv.tv_usec), (999, 999_999));
         let tv = timeout_timeval(Some(Duration::MAX)).unwrap();
         assert_eq!(tv.tv_sec, libc::time_t::from(i32::MAX / 1000));
+        assert_eq!(tv.tv_usec, ((i32::MAX % 1000) * 1000) as libc::suseconds_t);
+    }
+
+    #[test]
+    fn timespec_is_exact_and_clamped() {
+        assert!(timeout_timespec(None).is_none());
+        let ts = timeout_timespec(Some(Duration::ZERO)).unwrap();
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (0, 0));
+        let ts = timeout_timespec(Some(Duration::from_nanos(1))).unwrap();
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (0, 1));
+        let ts = timeout_timespec(Some(Duration::new(3, 100_000_000))).unwrap();
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (3, 100_000_000));
+        for huge in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_millis(1 << 32),
+        ] {
+            let ts = timeout_timespec(Some(huge)).unwrap();
+            assert_eq!(ts.tv_sec, libc::time_t::from(i32::MAX / 1000));
+            let nsec: libc::c_long = ts.tv_nsec;
+            assert_eq!(nsec, (i32::MAX % 1000) as libc::c_long * 1_000_000);
+        }
     }
 
     #[test]

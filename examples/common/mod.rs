@@ -19,11 +19,11 @@ use signal_hook::iterator::{Handle, Signals};
 /// The flags every example server takes.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// The readiness backend [default: epoll on Linux, else poll, else select]
+    /// The readiness backend [default: epoll on Linux, else poll, else select, else uring]
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
 
-    /// Level or edge triggering [default: edge on epoll, level otherwise]
+    /// Level or edge triggering [default: edge on epoll and uring, level otherwise]
     #[arg(long, value_enum)]
     pub trigger: Option<TriggerArg>,
 
@@ -82,6 +82,8 @@ pub enum Backend {
     Poll,
     /// epoll(7), Linux only
     Epoll,
+    /// io_uring(7) poll requests, Linux 5.13+ only
+    Uring,
 }
 
 /// `--trigger`.
@@ -89,7 +91,7 @@ pub enum Backend {
 pub enum TriggerArg {
     /// Report readiness while it lasts
     Level,
-    /// Report each new arrival once (epoll only)
+    /// Report each new arrival once (epoll and uring only)
     Edge,
 }
 
@@ -162,6 +164,15 @@ pub fn run_with<C: Codec + Clone + 'static, H: Handler>(
             );
             #[cfg(not(all(feature = "epoll", any(target_os = "linux", target_os = "android"))))]
             Err(not_built("epoll"))
+        }
+        Some(Backend::Uring) => {
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            return report(
+                name,
+                serve::<evmux::UringPoller, C, H>(args, config, codec, handler),
+            );
+            #[cfg(not(all(feature = "uring", target_os = "linux")))]
+            Err(not_built("uring"))
         }
     };
     report(name, served)

@@ -153,7 +153,7 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
         })
     }
 
-    /// The backend's name (`"select"`, `"poll"`, `"epoll"`).
+    /// The backend's name (`"select"`, `"poll"`, `"epoll"`, `"uring"`).
     pub fn backend(&self) -> &'static str {
         P::NAME
     }

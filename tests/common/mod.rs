@@ -47,6 +47,22 @@ pub fn tcp_pair() -> (TcpStream, TcpStream) {
     (client, server)
 }
 
+/// Can backend `P` run on this machine? `false` only when `P::new()` is
+/// refused with `Unsupported` (io_uring blocked by the kernel, a sysctl or
+/// a seccomp filter); the test is then reported skipped, with the reason,
+/// on stderr. Any other failure of `new` panics.
+#[track_caller]
+pub fn backend_available<P: Poller>() -> bool {
+    match P::new() {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            eprintln!("skipped: the {} backend cannot run here: {e}", P::NAME);
+            false
+        }
+        Err(e) => panic!("{}: new: {e}", P::NAME),
+    }
+}
+
 /// A fresh poller of type `P`.
 #[track_caller]
 pub fn new_poller<P: Poller>() -> P {

@@ -7,6 +7,12 @@
 //! [edge triggering](evmux_core::Trigger::Edge) (`EPOLLET`); `Level` and
 //! `Oneshot` (`EPOLLONESHOT`, re-armed by `modify`) work too.
 //!
+//! Timeouts count nanoseconds through `epoll_pwait2` (Linux 5.11+, called
+//! through `syscall(2)`); where the kernel lacks it (`ENOSYS`, or `EPERM`
+//! from a seccomp filter older than the call) the first poller finds out,
+//! and every wait after that uses `epoll_wait` with the timeout rounded up
+//! to the next millisecond.
+//!
 //! The poller keeps no per-fd state: the token travels in the kernel's
 //! `epoll_event.data`, and the only memory it owns is the event buffer,
 //! reused by every `wait` and doubled (up to 65536 entries) after a wait
@@ -58,12 +64,13 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use evmux_core::{
-    already_registered, check_token, cvt, interrupted_is_empty, not_registered, timeout_ms,
-    unsupported_trigger, waker_exists, Event, Events, Interest, Poller, Readiness, Token, Trigger,
-    Waker, WakerSource,
+    already_registered, check_token, clamp_timeout, cvt, interrupted_is_empty, not_registered,
+    timeout_ms, unsupported_trigger, waker_exists, Event, Events, Interest, Poller, Readiness,
+    Token, Trigger, Waker, WakerSource,
 };
 
 /// Entries in the event buffer of a new poller.
@@ -92,11 +99,17 @@ impl Poller for EpollPoller {
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: `fd` was just returned by epoll_create1 and nothing else owns it.
         let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(EpollPoller {
+        let mut poller = EpollPoller {
             epfd,
             buf: vec![empty_event(); INITIAL_EVENTS],
             waker: None,
-        })
+        };
+        if PWAIT2.load(Ordering::Relaxed) == UNKNOWN {
+            // Nothing is registered yet, so this zero wait reports nothing;
+            // it only finds out whether the kernel has epoll_pwait2.
+            poller.epoll_wait(Some(Duration::ZERO))?;
+        }
+        Ok(poller)
     }
 
     fn supports_trigger(trigger: Trigger) -> bool {
@@ -105,6 +118,15 @@ impl Poller for EpollPoller {
 
     fn fd_capacity() -> Option<usize> {
         None
+    }
+
+    /// A nanosecond with `epoll_pwait2`, a millisecond without it.
+    fn timeout_resolution(&self) -> Duration {
+        if PWAIT2.load(Ordering::Relaxed) == NO {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_nanos(1)
+        }
     }
 
     fn register<F: AsFd + ?Sized>(
@@ -138,19 +160,7 @@ impl Poller for EpollPoller {
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
         // The buffer never exceeds MAX_EVENTS entries, so this cannot truncate.
-        let cap = self.buf.len() as libc::c_int;
-        // SAFETY: `self.epfd` is an open epoll fd owned by `self`; `self.buf`
-        // holds `cap` initialised entries and outlives the call, and the
-        // kernel writes at most `cap` of them.
-        let ret = cvt(unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                self.buf.as_mut_ptr(),
-                cap,
-                timeout_ms(timeout),
-            )
-        });
-        let n = interrupted_is_empty(ret)?;
+        let n = interrupted_is_empty(self.epoll_wait(timeout))?;
         for ev in &self.buf[..n] {
             translate(ev, self.waker.as_ref(), events);
         }
@@ -212,11 +222,95 @@ impl EpollPoller {
         }
     }
 
+    /// One wait into `self.buf`: `epoll_pwait2` (a `timespec`, to the
+    /// nanosecond) unless the kernel lacks it, then `epoll_wait` with the
+    /// timeout rounded up to milliseconds.
+    fn epoll_wait(&mut self, timeout: Option<Duration>) -> io::Result<libc::c_int> {
+        if PWAIT2.load(Ordering::Relaxed) != NO {
+            match self.epoll_pwait2(timeout) {
+                // ENOSYS: before Linux 5.11. EPERM: a seccomp filter that
+                // predates the syscall. Either way, for good.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    PWAIT2.store(NO, Ordering::Relaxed);
+                }
+                result => {
+                    if PWAIT2.load(Ordering::Relaxed) == UNKNOWN {
+                        PWAIT2.store(YES, Ordering::Relaxed);
+                    }
+                    return result;
+                }
+            }
+        }
+        // The buffer never exceeds MAX_EVENTS entries, so this cannot truncate.
+        let cap = self.buf.len() as libc::c_int;
+        // SAFETY: `self.epfd` is an open epoll fd owned by `self`; `self.buf`
+        // holds `cap` initialised entries and outlives the call, and the
+        // kernel writes at most `cap` of them.
+        cvt(unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.buf.as_mut_ptr(),
+                cap,
+                timeout_ms(timeout),
+            )
+        })
+    }
+
+    /// `epoll_pwait2` through `syscall(2)`: glibc only wraps it from 2.35.
+    fn epoll_pwait2(&mut self, timeout: Option<Duration>) -> io::Result<libc::c_int> {
+        let cap = self.buf.len() as libc::c_int;
+        let ts = clamp_timeout(timeout).map(KernelTimespec::from);
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const KernelTimespec);
+        // SAFETY: as in `epoll_wait` for the fd and the buffer; `ts_ptr` is
+        // null (block) or points at `ts`, a `struct __kernel_timespec`
+        // alive here; a null sigmask (size 0) leaves ours alone.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                self.epfd.as_raw_fd(),
+                self.buf.as_mut_ptr(),
+                cap,
+                ts_ptr,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        // At most `cap` events, so the count fits a c_int.
+        cvt(ret).map(|n| n as libc::c_int)
+    }
+
     /// Doubles the event buffer after a wait that filled it, up to
     /// `MAX_EVENTS`.
     fn grow(&mut self) {
         let len = grown_len(self.buf.len());
         self.buf.resize(len, empty_event());
+    }
+}
+
+/// Whether the kernel has `epoll_pwait2`: found out by the first poller
+/// and remembered for the process.
+static PWAIT2: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+
+/// The kernel's `struct __kernel_timespec`: 64-bit fields on every target,
+/// unlike `libc::timespec` on 32-bit ones.
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+impl From<Duration> for KernelTimespec {
+    fn from(d: Duration) -> KernelTimespec {
+        KernelTimespec {
+            // Clamped to MAX_WAIT by the caller, so far below i64::MAX.
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        }
     }
 }
 

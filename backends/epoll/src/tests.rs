@@ -358,7 +358,7 @@ fn buffer_growth_stops_at_the_cap() {
 }
 
 #[test]
-fn zero_timeout_returns_at_once_and_short_ones_round_up() {
+fn zero_timeout_returns_at_once_and_short_ones_are_not_early() {
     let mut p = poller();
     let start = Instant::now();
     assert!(wait(&mut p, Duration::ZERO).is_empty());
@@ -366,6 +366,42 @@ fn zero_timeout_returns_at_once_and_short_ones_round_up() {
     let start = Instant::now();
     assert!(wait(&mut p, Duration::from_micros(200)).is_empty());
     assert!(start.elapsed() >= Duration::from_micros(200));
+}
+
+#[test]
+fn kernel_timespec_is_64_bit_and_exact() {
+    assert_eq!(std::mem::size_of::<KernelTimespec>(), 16);
+    let ts = KernelTimespec::from(Duration::new(3, 100_000_000));
+    assert_eq!((ts.tv_sec, ts.tv_nsec), (3, 100_000_000));
+}
+
+/// The fallback a kernel without epoll_pwait2 gets: epoll_wait with the
+/// timeout rounded up to whole milliseconds (forced here by setting the
+/// remembered answer; this kernel has the call).
+#[test]
+fn without_epoll_pwait2_timeouts_round_up_to_milliseconds() {
+    let mut p = poller();
+    assert_eq!(
+        PWAIT2.load(Ordering::Relaxed),
+        YES,
+        "this kernel has epoll_pwait2"
+    );
+    assert_eq!(p.timeout_resolution(), Duration::from_nanos(1));
+    PWAIT2.store(NO, Ordering::Relaxed);
+    let (a, mut b) = pair();
+    p.register(&a, Token(1), Interest::READABLE, Trigger::Level)
+        .unwrap();
+    let resolution = p.timeout_resolution();
+    let start = Instant::now();
+    let quiet = wait(&mut p, Duration::from_micros(100));
+    let took = start.elapsed();
+    b.write_all(b"x").unwrap();
+    let ready = wait(&mut p, LONG);
+    PWAIT2.store(YES, Ordering::Relaxed);
+    assert_eq!(resolution, Duration::from_millis(1));
+    assert!(quiet.is_empty(), "{quiet:?}");
+    assert!(took >= Duration::from_millis(1), "100µs took {took:?}");
+    assert_eq!(only(&ready, Token(1)), Readiness::READABLE);
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}

@@ -7,6 +7,8 @@
 //! - **Cost per `wait`:** O(registered fds). The kernel scans every entry,
 //!   then the poller walks the array until it has seen every ready entry.
 //!   Fine for hundreds of fds; prefer epoll for many mostly idle ones.
+//! - **Timeouts:** to the nanosecond through `ppoll` on Linux, Android,
+//!   FreeBSD and DragonFly; elsewhere `poll`'s milliseconds, rounded up.
 //! - **Fd limit:** none of its own ([`fd_capacity`](Poller::fd_capacity) is
 //!   `None`); only `RLIMIT_NOFILE` applies.
 //! - **Triggers:** level, and oneshot emulated: after one report the entry's
@@ -51,12 +53,26 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::ptr;
 use std::time::Duration;
 
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly"
+)))]
+use evmux_core::timeout_ms;
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly"
+))]
+use evmux_core::timeout_timespec;
 use evmux_core::{
     already_registered, check_token, check_trigger, cvt, interrupted_is_empty, not_registered,
-    timeout_ms, waker_exists, Event, Events, Interest, Poller, Readiness, Token, Trigger, Waker,
-    WakerSource,
+    waker_exists, Event, Events, Interest, Poller, Readiness, Token, Trigger, Waker, WakerSource,
 };
 
 /// `POLLRDHUP` where the kernel has it; elsewhere nothing is asked or seen.
@@ -64,6 +80,14 @@ use evmux_core::{
 const POLLRDHUP: libc::c_short = libc::POLLRDHUP;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const POLLRDHUP: libc::c_short = 0;
+
+/// Does this OS have `ppoll`, whose `timespec` timeout counts nanoseconds?
+const HAS_PPOLL: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly"
+));
 
 /// "No entry" in the fd-to-index map.
 const NONE: u32 = u32::MAX;
@@ -189,6 +213,41 @@ impl PollPoller {
         }
     }
 
+    /// One `ppoll` (to the nanosecond) over every entry.
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    ))]
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<libc::c_int> {
+        let len = self.fds.len() as libc::nfds_t;
+        let ts = timeout_timespec(timeout);
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `self.fds` holds `len` initialised pollfds and is neither
+        // moved nor resized during the call; ppoll writes only their revents
+        // (with `len` 0 it reads nothing through the pointer); `ts_ptr` is
+        // null or points at `ts`, alive here; a null sigmask keeps ours.
+        cvt(unsafe { libc::ppoll(self.fds.as_mut_ptr(), len, ts_ptr, ptr::null()) })
+    }
+
+    /// One `poll` (to the millisecond, rounded up) over every entry.
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    )))]
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<libc::c_int> {
+        let len = self.fds.len() as libc::nfds_t;
+        // SAFETY: `self.fds` holds `len` initialised pollfds and is neither
+        // moved nor resized during the call; poll writes only their revents
+        // (with `len` 0 it reads nothing through the pointer).
+        cvt(unsafe { libc::poll(self.fds.as_mut_ptr(), len, timeout_ms(timeout)) })
+    }
+
     /// Drops the entries `collect` found closed, highest position first so
     /// that no swap-remove moves another closed entry.
     fn drop_closed(&mut self) {
@@ -217,6 +276,15 @@ impl Poller for PollPoller {
 
     fn fd_capacity() -> Option<usize> {
         None
+    }
+
+    /// A nanosecond where `ppoll` exists, else poll's millisecond.
+    fn timeout_resolution(&self) -> Duration {
+        if HAS_PPOLL {
+            Duration::from_nanos(1)
+        } else {
+            Duration::from_millis(1)
+        }
     }
 
     fn register<F: AsFd + ?Sized>(
@@ -283,12 +351,7 @@ impl Poller for PollPoller {
 
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
-        let len = self.fds.len() as libc::nfds_t;
-        // SAFETY: `self.fds` holds `len` initialised pollfds and is neither
-        // moved nor resized during the call; poll writes only their revents
-        // (with `len` 0 it reads nothing through the pointer).
-        let ret = unsafe { libc::poll(self.fds.as_mut_ptr(), len, timeout_ms(timeout)) };
-        let ready = interrupted_is_empty(cvt(ret))?;
+        let ready = interrupted_is_empty(self.poll(timeout))?;
         if ready > 0 {
             self.collect(ready, events);
             self.drop_closed();

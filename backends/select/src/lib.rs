@@ -284,6 +284,11 @@ impl Poller for SelectPoller {
         Some(libc::FD_SETSIZE)
     }
 
+    /// select's `timeval` counts microseconds.
+    fn timeout_resolution(&self) -> Duration {
+        Duration::from_micros(1)
+    }
+
     fn register<F: AsFd + ?Sized>(
         &mut self,
         fd: &F,

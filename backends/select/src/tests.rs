@@ -350,10 +350,11 @@ fn timeout_is_honoured() {
     let start = Instant::now();
     assert_eq!(wait(&mut p, Some(Duration::from_millis(30))), vec![]);
     assert!(start.elapsed() >= Duration::from_millis(30));
-    // A sub-millisecond timeout rounds up, never down to a busy zero wait.
+    // A sub-microsecond timeout rounds up to 1µs, never down to zero.
     let start = Instant::now();
     assert_eq!(wait(&mut p, Some(Duration::from_nanos(1))), vec![]);
-    assert!(start.elapsed() >= Duration::from_millis(1));
+    assert!(start.elapsed() >= Duration::from_micros(1));
+    assert_eq!(p.timeout_resolution(), Duration::from_micros(1));
     let start = Instant::now();
     assert_eq!(wait(&mut p, Some(Duration::ZERO)), vec![]);
     assert!(start.elapsed() < Duration::from_millis(20));
