@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use crate::buffer::Buffer;
-use crate::codec::{Codec, DecodeError};
+use crate::codec::{Codec, DecodeError, Decoded};
 use crate::config::{Config, HalfClose};
 use crate::handler::{ById, Conn, Control, Due, Flags, Handler, Registry, Settled, Shared};
 use crate::ids::{CloseReason, ConnId};
@@ -453,14 +453,8 @@ impl<C: Codec> Connection<C> {
         };
         let mut pos = 0;
         while !flags.paused && !flags.held && flags.close.is_none() && !flags.drain_then_close {
-            let decoded = match codec.decode(&data[pos..]) {
-                Ok(Some(decoded)) => decoded,
-                Ok(None) => break,
-                Err(e) => {
-                    log::debug!("{id}: {e}");
-                    flags.close = Some(decode_reason(&e));
-                    break;
-                }
+            let Some(decoded) = next_frame(codec, &data[pos..], *id, flags) else {
+                break;
             };
             shared.stats.frames_in += 1;
             let frame = &data[pos..][decoded.frame];
@@ -479,11 +473,10 @@ impl<C: Codec> Connection<C> {
             handler.on_frame(&mut conn, frame);
             match out.after_frame(stream, batch, config.high_water, shared) {
                 Err(e) => flags.close = Some(io_reason(&e)),
-                Ok(Some(_)) => *last_active = shared.now(),
-                Ok(None) => {}
-            }
-            if out.queue.len() >= config.high_water {
-                flags.paused = true;
+                Ok(wrote) => {
+                    *last_active = wrote.map_or(*last_active, |_| shared.now());
+                    flags.paused |= out.queue.len() >= config.high_water;
+                }
             }
         }
         match fresh {
@@ -696,6 +689,24 @@ fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // writer through this view is the kernel's `recv`, which stores
     // initialised bytes, so `buf` stays initialised.
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+/// The next frame in `data`, if a whole one is there; a decode error
+/// marks the connection for closing, with its reason.
+fn next_frame<C: Codec>(
+    codec: &mut C,
+    data: &[u8],
+    id: ConnId,
+    flags: &mut Flags,
+) -> Option<Decoded> {
+    match codec.decode(data) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            log::debug!("{id}: {e}");
+            flags.close = Some(decode_reason(&e));
+            None
+        }
+    }
 }
 
 fn decode_reason(e: &DecodeError) -> CloseReason {
