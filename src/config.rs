@@ -132,9 +132,13 @@ impl Config {
         self
     }
 
-    /// Stop reading from a connection whose output queue holds this many
-    /// bytes. Default: 1 MiB. The low-water mark is lowered to a quarter of
-    /// it if it was higher.
+    /// Stop reading from a connection whose replies (what its own frames'
+    /// callbacks sent it) took its output queue to this many bytes, and
+    /// refuse pushes to it ([`Control::send`](crate::Control::send) says
+    /// [`SendError::Full`](crate::SendError::Full)) from there. A queue
+    /// filled by pushes alone does not stop its reading: a proxy decides
+    /// that itself (`pause_reading` on the sender). Default: 1 MiB. The
+    /// low-water mark is lowered to a quarter of it if it was higher.
     pub fn high_water(mut self, bytes: usize) -> Config {
         self.high_water = bytes.max(1);
         self.low_water = self.low_water.min(self.high_water / 4);

@@ -309,11 +309,13 @@ impl Keys {
         }
     }
 
-    /// Was a send to slot `key` refused since the last look?
-    pub fn take_refused(&mut self, key: u32) -> bool {
-        self.slots
-            .get_mut(key as usize)
-            .is_some_and(|slot| std::mem::take(&mut slot.refused))
+    /// Was a send to slot `key` refused since the last look? And the
+    /// bytes sent to it by id, not yet delivered.
+    pub fn take_refused(&mut self, key: u32) -> (bool, usize) {
+        match self.slots.get_mut(key as usize) {
+            Some(slot) => (std::mem::take(&mut slot.refused), slot.pending),
+            None => (false, 0),
+        }
     }
 
     /// `bytes` sent to `id` by id have been delivered to its queue.

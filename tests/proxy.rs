@@ -176,7 +176,13 @@ fn streams_come_back_byte_exact<P: Poller>(trigger: Trigger, streams: u64, size:
                     w.shutdown(Shutdown::Write).expect("shutdown");
                 });
                 let mut back = Vec::with_capacity(size);
-                s.read_to_end(&mut back).expect("read back to EOF");
+                if let Err(e) = s.read_to_end(&mut back) {
+                    let sent = sender.is_finished();
+                    panic!(
+                        "stream {i}: {e} after {} of {size} bytes (all sent: {sent})",
+                        back.len()
+                    );
+                }
                 sender.join().expect("sender");
                 assert_eq!(back.len(), size, "stream {i}");
                 assert_eq!(hash(&back), want, "stream {i} differs");

@@ -210,10 +210,13 @@ impl<C: Codec> Connection<C> {
         }
     }
 
-    /// Serves a connection carried over from the last turn's budget.
+    /// Serves a connection carried over from the last turn's budget (or
+    /// resumed). Reads to `WouldBlock`, not just to a short read: an EOF
+    /// (or hang-up) whose edge passed while it was not reading raises no
+    /// new event.
     pub fn serve_again<H: Handler>(&mut self, io: &mut Io<'_>, handler: &mut H) -> Step {
         self.flags.ready = false;
-        let again = self.read(false, io, handler);
+        let again = self.read(true, io, handler);
         let step = self.settle(io, handler);
         Step {
             again: again || step.again,
@@ -370,7 +373,7 @@ impl<C: Codec> Connection<C> {
     /// calls `on_eof` once after the peer's EOF. Returns whether reading
     /// resumed (under edge the event has passed: read next turn).
     fn flush_and_resume<H: Handler>(&mut self, io: &mut Io<'_>, handler: &mut H) -> bool {
-        let mut resumed = false;
+        let (mut resumed, mut told_drain) = (false, false);
         loop {
             if self.flags.close.is_none() {
                 if let Err(e) = self.flush(io) {
@@ -378,7 +381,7 @@ impl<C: Codec> Connection<C> {
                 }
             }
             let queued = self.out.queue.len();
-            let refused = io.shared.keys.take_refused(self.id.key);
+            let (refused, pending) = io.shared.keys.take_refused(self.id.key);
             let flags = &mut self.flags;
             flags.drain_wanted |= refused || queued >= io.config.high_water;
             if flags.close.is_some() {
@@ -389,8 +392,10 @@ impl<C: Codec> Connection<C> {
                 (flags.paused, flags.kick) = (flags.paused && !drained, false);
                 resumed = true;
                 self.dispatch(None, io, handler);
-            } else if flags.drain_wanted && drained {
-                flags.drain_wanted = false;
+            } else if flags.drain_wanted && queued + pending <= io.config.low_water && !told_drain {
+                // Once per settle: a refused send from `on_drain` itself
+                // waits for the next one.
+                (flags.drain_wanted, told_drain) = (false, true);
                 self.store(io.shared, false);
                 self.call(io, |h, conn| h.on_drain(conn), handler);
             } else if flags.eof && !flags.eof_told && !flags.paused && !flags.held {
@@ -459,6 +464,7 @@ impl<C: Codec> Connection<C> {
             shared.stats.frames_in += 1;
             let frame = &data[pos..][decoded.frame];
             pos += decoded.consumed;
+            let batched = batch.len();
             let mut conn = Conn {
                 id: *id,
                 stream,
@@ -471,11 +477,15 @@ impl<C: Codec> Connection<C> {
                 },
             };
             handler.on_frame(&mut conn, frame);
+            // Pause on replies only: a queue filled by pushes from other
+            // connections (a proxy's) must not stop this one reading, or
+            // a peer that writes before it reads would deadlock the pair.
+            let replied = batch.len() > batched;
             match out.after_frame(stream, batch, config.high_water, shared) {
                 Err(e) => flags.close = Some(io_reason(&e)),
                 Ok(wrote) => {
                     *last_active = wrote.map_or(*last_active, |_| shared.now());
-                    flags.paused |= out.queue.len() >= config.high_water;
+                    flags.paused |= replied && out.queue.len() >= config.high_water;
                 }
             }
         }

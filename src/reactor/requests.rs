@@ -51,11 +51,16 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
     }
 
     /// Encodes each payload queued by `Control::send` with its
-    /// connection's codec and writes it like a reply.
+    /// connection's codec and writes it like a reply, including those sent
+    /// by callbacks run from here (`on_drain`), so that every send comes
+    /// before the requests by id made after it.
     fn deliver_outbox<H: Handler>(&mut self, handler: &mut H) {
-        if self.shared.outbox_ends.is_empty() {
-            return;
+        while !self.shared.outbox_ends.is_empty() {
+            self.deliver_outbox_once(handler);
         }
+    }
+
+    fn deliver_outbox_once<H: Handler>(&mut self, handler: &mut H) {
         let bytes = std::mem::take(&mut self.shared.outbox);
         let ends = std::mem::take(&mut self.shared.outbox_ends);
         let mut start = 0;
