@@ -2,10 +2,11 @@
 # examples/kv.rs against redis-server under redis-benchmark: the tests
 # ping_inline, ping_mbulk, set, get and incr, 50 clients, at pipeline
 # depths 1 and 16, in the same run. Each round starts both servers afresh
-# (in alternating order) and runs every test against each; every test is
-# its own redis-benchmark run, and each server's CPU time for it comes from
-# /proc/PID/stat (utime + stime) before and after. Ratios are medians of
-# the per-round ratios (load on a shared machine drifts between rounds).
+# and keeps both up; each test runs on one and straight away on the other
+# (who goes first alternates), so the two runs of a pair see the same load.
+# Every test is its own redis-benchmark run, and each server's CPU time for
+# it comes from /proc/PID/stat (utime + stime) before and after. Ratios are
+# medians of the per-round ratios (load on a shared machine drifts).
 #
 # redis-server runs on 127.0.0.1 with persistence off (--save ''
 # --appendonly no) and --io-threads 1; kv on epoll, edge-triggered, with
@@ -39,12 +40,14 @@ for tool in redis-server redis-benchmark; do
     fi
 done
 
+declare -A PID=() PORT=()
 WORK=$(mktemp -d)
-SERVER_PID=
 cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-    fi
+    for pid in "${PID[@]}"; do
+        if [ -n "$pid" ]; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -63,89 +66,104 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
 fi
 TICKS=$(getconf CLK_TCK)
 
-# start WHO: starts kv or redis-server; sets SERVER_PID and PORT.
+# start WHO: starts kv or redis-server; sets PID[WHO] and PORT[WHO].
 start() {
+    local out="$WORK/$1.out"
     if [ "$1" = redis-server ]; then
         "${SERVER_CPU[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
-            --save '' --appendonly no --io-threads 1 --daemonize no \
-            >"$WORK/server.out" 2>&1 &
-        SERVER_PID=$!
-        PORT=$REDIS_PORT
+            --save '' --appendonly no --io-threads 1 --daemonize no >"$out" 2>&1 &
+        PID[$1]=$!
+        PORT[$1]=$REDIS_PORT
         for _ in $(seq 100); do
             # Listening yet? (bash's /dev/tcp: a connect, nothing sent)
-            if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+            if (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then
                 return 0
             fi
             sleep 0.1
         done
     else
         "${SERVER_CPU[@]}" "$KV" --backend epoll --trigger edge --idle-timeout 0 \
-            --addr 127.0.0.1:0 >"$WORK/server.out" 2>&1 &
-        SERVER_PID=$!
+            --addr 127.0.0.1:0 >"$out" 2>&1 &
+        PID[$1]=$!
         for _ in $(seq 100); do
-            if grep -q '^listening on ' "$WORK/server.out" 2>/dev/null; then
-                PORT=$(sed -n 's/^listening on [^ ]*:\([0-9]*\) .*/\1/p' "$WORK/server.out" | head -1)
+            if grep -q '^listening on ' "$out" 2>/dev/null; then
+                PORT[$1]=$(sed -n 's/^listening on [^ ]*:\([0-9]*\) .*/\1/p' "$out" | head -1)
                 return 0
             fi
             sleep 0.1
         done
     fi
     echo "redis.sh: $1 did not start:" >&2
-    cat "$WORK/server.out" >&2
+    cat "$out" >&2
     exit 1
 }
 
 stop() {
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    local pid=${PID[$1]}
+    kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 50); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    PID[$1]=
 }
 
-# The server's CPU time so far, in clock ticks: utime + stime, the 14th
-# and 15th fields of /proc/PID/stat (counted after the parenthesised name,
-# which may hold spaces).
+# WHO's CPU time so far, in clock ticks: utime + stime, the 14th and 15th
+# fields of /proc/PID/stat (counted after the parenthesised name, which may
+# hold spaces).
 cpu_ticks() {
-    sed 's/^.*) //' "/proc/$SERVER_PID/stat" | awk '{ print $12 + $13 }'
+    sed 's/^.*) //' "/proc/${PID[$1]}/stat" | awk '{ print $12 + $13 }'
+}
+
+# bench ROUND DEPTH N TEST WHO: one redis-benchmark run; appends a row.
+bench() {
+    local round=$1 depth=$2 n=$3 test=$4 who=$5 before after rps per_cpu
+    before=$(cpu_ticks "$who")
+    rps=$(timeout 600 "${LOAD_CPU[@]}" redis-benchmark -h 127.0.0.1 -p "${PORT[$who]}" \
+        -t "$test" -c "$CLIENTS" -n "$n" -P "$depth" --csv 2>"$WORK/bench.err" |
+        awk -F'"' 'NR > 1 && $2 != "" { print $4; exit }') || true
+    after=$(cpu_ticks "$who")
+    if [ -z "$rps" ] || grep -qi 'error\|warning' "$WORK/bench.err"; then
+        echo "redis.sh: $test -P $depth against $who failed:" >&2
+        cat "$WORK/bench.err" >&2
+        FAILED=1
+        rps=${rps:-0}
+    fi
+    # Requests per second of server CPU time.
+    per_cpu=$(awk -v n="$n" -v t=$((after - before)) -v hz="$TICKS" \
+        'BEGIN { printf "%.0f", (t > 0 ? n * hz / t : 0) }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$depth" "$test" "$who" "$rps" "$per_cpu" \
+        "$round" >>"$RESULTS"
+    echo "redis.sh: round $round -P $depth $test $who: $rps requests/s, $per_cpu per CPU-second" >&2
 }
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 FAILED=0
 for round in $(seq "$ROUNDS"); do
-    order="kv redis-server"
-    [ $((round % 2)) -eq 0 ] && order="redis-server kv"
+    # Both servers run for the whole round (the idle one costs nothing);
+    # each test runs on one, then at once on the other, so the two runs of
+    # a pair are seconds apart and see the same load. Who goes first
+    # alternates from test to test and from round to round.
+    start kv
+    start redis-server
+    k=$round
     for depth in $DEPTHS; do
         n=$N16
         [ "$depth" -eq 1 ] && n=$N1
-        for who in $order; do
-            start "$who"
-            for test in $TESTS; do
-                before=$(cpu_ticks)
-                rps=$(timeout 600 "${LOAD_CPU[@]}" redis-benchmark -h 127.0.0.1 -p "$PORT" -t "$test" \
-                    -c "$CLIENTS" -n "$n" -P "$depth" --csv 2>"$WORK/bench.err" |
-                    awk -F'"' 'NR > 1 && $2 != "" { print $4; exit }') || true
-                after=$(cpu_ticks)
-                if [ -z "$rps" ] || grep -qi 'error\|warning' "$WORK/bench.err"; then
-                    echo "redis.sh: $test -P $depth against $who failed:" >&2
-                    cat "$WORK/bench.err" >&2
-                    FAILED=1
-                    rps=${rps:-0}
-                fi
-                # Requests per second of server CPU time.
-                per_cpu=$(awk -v n="$n" -v t=$((after - before)) -v hz="$TICKS" \
-                    'BEGIN { printf "%.0f", (t > 0 ? n * hz / t : 0) }')
-                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$depth" "$test" "$who" "$rps" \
-                    "$per_cpu" "$round" >>"$RESULTS"
-                echo "redis.sh: round $round -P $depth $test $who: $rps requests/s, $per_cpu per CPU-second" >&2
+        for test in $TESTS; do
+            k=$((k + 1))
+            order="kv redis-server"
+            [ $((k % 2)) -eq 0 ] && order="redis-server kv"
+            for who in $order; do
+                bench "$round" "$depth" "$n" "$test" "$who"
             done
-            stop
         done
     done
+    stop kv
+    stop redis-server
 done
 
 mkdir -p "$(dirname "$OUT")"
@@ -153,7 +171,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "## kv vs redis-server ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
     echo
     echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r); $(redis-server --version | cut -d' ' -f1-3). Pinning: $PINNING."
-    echo "Load: \`redis-benchmark -t TEST -c $CLIENTS -P DEPTH -n N\` (N = $N1 at depth 1, $N16 otherwise), $ROUNDS rounds, servers in alternating order. requests/s and per CPU-s (requests per second of the server's own CPU time) are medians over rounds; the ratios are medians of the per-round kv / redis-server ratios."
+    echo "Load: \`redis-benchmark -t TEST -c $CLIENTS -P DEPTH -n N\` (N = $N1 at depth 1, $N16 otherwise), $ROUNDS rounds; each test runs on both servers back to back, who goes first alternating. requests/s and per CPU-s (requests per second of the server's own CPU time) are medians over rounds; the ratios are medians of the per-round kv / redis-server ratios."
     echo
     echo "| -P | test | kv requests/s | redis-server requests/s | kv / redis | kv per CPU-s | redis per CPU-s | kv / redis per CPU-s |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|"
