@@ -137,6 +137,8 @@ impl Server {
             Server::start("epoll", "edge", args)
         } else if cfg!(feature = "poll") {
             Server::start("poll", "level", args)
+        } else if cfg!(all(feature = "uring", target_os = "linux")) && !cfg!(feature = "select") {
+            Server::start("uring", "edge", args)
         } else {
             Server::start("select", "level", args)
         }
