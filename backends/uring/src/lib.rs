@@ -94,7 +94,7 @@ use std::fmt;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use evmux_core::{
     already_registered, check_token, check_trigger, clamp_timeout, not_registered, waker_exists,
@@ -169,6 +169,9 @@ pub struct UringPoller {
     reaping: bool,
     /// Entries queued while reaping, pushed when it is done.
     deferred: Vec<squeue::Entry>,
+    /// `IOSQE_CQE_SKIP_SUCCESS` where the kernel has it (5.17+): removals
+    /// that find their request post nothing.
+    skip_success: squeue::Flags,
     /// The kernel has `IORING_REGISTER_SYNC_CANCEL` (Linux 6.0+), as far
     /// as we know.
     sync_cancel: bool,
@@ -290,18 +293,35 @@ impl Poller for UringPoller {
 
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
-        // Something reaped already, or left in the rings: do not block.
-        let busy = !self.ready.is_empty()
-            || !self.orphans.is_empty()
-            || self.woken
-            || !self.ring.completion().is_empty()
-            || self.ring.submission().cq_overflow();
-        let timeout = if busy { Some(Duration::ZERO) } else { timeout };
-        self.flush_deferred()?;
-        self.enter(timeout)?;
-        self.reap()?;
-        self.flush_deferred()?;
-        self.report(events)
+        let timeout = clamp_timeout(timeout);
+        // Taken only for a finite, non-zero timeout, which a pass that
+        // reports nothing may have to split.
+        let start = timeout.filter(|t| !t.is_zero()).map(|_| Instant::now());
+        loop {
+            let left = match (timeout, start) {
+                (Some(t), Some(s)) => Some(t.saturating_sub(s.elapsed())),
+                (t, _) => t,
+            };
+            // Something reaped already, or left in the rings: do not block.
+            let busy = !self.ready.is_empty()
+                || !self.orphans.is_empty()
+                || self.woken
+                || !self.ring.completion().is_empty()
+                || self.ring.submission().cq_overflow();
+            let pass = if busy { Some(Duration::ZERO) } else { left };
+            self.flush_deferred()?;
+            let ended = self.enter(pass)?;
+            self.reap()?;
+            self.flush_deferred()?;
+            self.report(events)?;
+            // A pass can end on completions that report nothing (a request
+            // cancelled by modify or deregister, a re-arm to make): go on
+            // waiting rather than return early, unless the time is up or a
+            // signal came.
+            if !events.is_empty() || ended || left == Some(Duration::ZERO) {
+                return Ok(());
+            }
+        }
     }
 
     fn waker(&mut self, token: Token) -> io::Result<Waker> {
@@ -330,7 +350,13 @@ impl UringPoller {
                 "io_uring_setup: the kernel lacks multishot poll; the uring backend needs Linux 5.13+",
             ));
         }
+        let skip_success = if params.is_feature_skip_cqe_on_success() {
+            squeue::Flags::SKIP_SUCCESS
+        } else {
+            squeue::Flags::empty()
+        };
         Ok(UringPoller {
+            skip_success,
             ring,
             slots: Vec::new(),
             ready: Vec::new(),
@@ -424,7 +450,11 @@ impl UringPoller {
         reg.armed = false;
         // Queued after the request itself, so it finds it even if neither
         // has been submitted yet.
-        self.push(&opcode::PollRemove::new(old).build().user_data(IGNORE))
+        let remove = opcode::PollRemove::new(old)
+            .build()
+            .flags(self.skip_success)
+            .user_data(IGNORE);
+        self.push(&remove)
     }
 
     fn arm_waker(&mut self, fd: RawFd) -> io::Result<()> {
@@ -437,7 +467,9 @@ impl UringPoller {
     /// One `io_uring_enter`: submits what is queued and waits up to
     /// `timeout` for a completion (`None`: no limit; zero: no wait, but
     /// completions due are still posted and any overflow flushed).
-    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    ///
+    /// Returns whether the wait ended by its timeout or a signal.
+    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         let to_submit = self.ring.submission().len() as u32;
         let timeout = clamp_timeout(timeout);
         let ts = timeout.filter(|d| !d.is_zero()).map(Timespec::from);
@@ -458,12 +490,13 @@ impl UringPoller {
                 .enter(to_submit, min_complete, flags, Some(&args))
         };
         match ret {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(false),
             Err(e) => match e.raw_os_error() {
-                // The timeout, a signal (the shared EINTR policy), or a
-                // completion ring too full to flush the overflow into:
-                // `reap` makes room, and the next wait carries on.
-                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => Ok(()),
+                // The timeout, or a signal (the shared EINTR policy).
+                Some(libc::ETIME | libc::EINTR) => Ok(true),
+                // A completion ring too full to flush the overflow into:
+                // `reap` makes room, and the next pass carries on.
+                Some(libc::EBUSY | libc::EAGAIN) => Ok(false),
                 _ => Err(io::Error::new(
                     e.kind(),
                     format!("uring wait: io_uring_enter: {e}"),

@@ -367,3 +367,63 @@ fn translation_masks_what_was_not_asked() {
         Readiness::HUP | Readiness::ERROR
     );
 }
+
+/// Poll requests belong to the thread that submitted them: when it exits,
+/// the kernel cancels them. A poller moved to another thread re-arms what
+/// was cancelled, so nothing goes deaf.
+#[test]
+fn requests_cancelled_by_the_submitting_thread_exiting_are_re_armed() {
+    let Some(p) = poller() else { return };
+    let (a, mut b) = pair();
+    let (c, mut d) = pair();
+    let (a, c, mut p) = thread::spawn(move || {
+        let mut p = p;
+        p.register(&a, Token(1), R, Trigger::Level).unwrap();
+        p.register(&c, Token(2), R, Trigger::Edge).unwrap();
+        p.waker(Token(9)).unwrap().wake().unwrap();
+        assert_eq!(
+            wait(&mut p, LONG),
+            vec![Event::new(Token(9), Readiness::READABLE)]
+        );
+        (a, c, p)
+    })
+    .join()
+    .unwrap();
+    b.write_all(b"x").unwrap();
+    d.write_all(b"y").unwrap();
+    let mut got = wait(&mut p, LONG);
+    got.sort_by_key(|e| e.token());
+    assert_eq!(
+        got,
+        vec![
+            Event::new(Token(1), Readiness::READABLE),
+            Event::new(Token(2), Readiness::READABLE)
+        ]
+    );
+    drop((a, c));
+}
+
+/// A modify or deregister cancels a request in flight, whose completion
+/// wakes the next wait with nothing to say; the wait goes on until its
+/// timeout instead of returning early and empty.
+#[test]
+fn cancellation_completions_do_not_end_a_wait_early() {
+    let Some(mut p) = poller() else { return };
+    let (a, _b) = pair();
+    let (c, _d) = pair();
+    p.register(&a, Token(1), R, Trigger::Level).unwrap();
+    p.register(&c, Token(2), R, Trigger::Edge).unwrap();
+    assert_eq!(wait(&mut p, Duration::ZERO), vec![]); // both in flight
+    p.modify(&a, Token(3), R | Interest::WRITABLE, Trigger::Edge)
+        .unwrap();
+    p.deregister(&c).unwrap();
+    // The new registration reports writable once (edge), then silence.
+    let got = wait(&mut p, LONG);
+    assert_eq!(got, vec![Event::new(Token(3), Readiness::WRITABLE)]);
+    p.modify(&a, Token(3), R, Trigger::Level).unwrap();
+    let timeout = Duration::from_millis(100);
+    let start = std::time::Instant::now();
+    assert_eq!(wait(&mut p, timeout), vec![]);
+    let took = start.elapsed();
+    assert!(took >= timeout, "wait({timeout:?}) returned after {took:?}");
+}
