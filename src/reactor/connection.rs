@@ -121,18 +121,7 @@ impl<C: Codec> Connection<C> {
 
     /// Calls `on_open`, then settles what it sent.
     pub fn open<H: Handler>(&mut self, io: &mut Io<'_>, handler: &mut H) -> Step {
-        let mut conn = Conn {
-            id: self.id,
-            stream: &self.stream,
-            out: io.out,
-            codec: &mut self.codec,
-            flags: &mut self.flags,
-            ctl: Control {
-                shared: io.shared,
-                registry: io.registry,
-            },
-        };
-        handler.on_open(&mut conn);
+        self.call(io, |h: &mut H, conn| h.on_open(conn), handler);
         self.settle(io, handler)
     }
 
@@ -164,18 +153,7 @@ impl<C: Codec> Connection<C> {
         io.shared.stats.connected += 1;
         io.shared.stats.open += 1;
         self.last_active = io.shared.now();
-        let mut conn = Conn {
-            id: self.id,
-            stream: &self.stream,
-            out: io.out,
-            codec: &mut self.codec,
-            flags: &mut self.flags,
-            ctl: Control {
-                shared: io.shared,
-                registry: io.registry,
-            },
-        };
-        handler.on_connect(&mut conn);
+        self.call(io, |h: &mut H, conn| h.on_connect(conn), handler);
         self.settle(io, handler)
     }
 
