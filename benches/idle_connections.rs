@@ -22,7 +22,10 @@
 //!   tightest loop we know how to write (select restores its fd_set from a
 //!   master copy each turn, as a real server must, and finds the ready fd
 //!   by scanning set words);
-//! - the peers `mio-edge`, `polling-level`, `polling-edge`.
+//! - the peers `mio-edge`, `polling-level`, `polling-edge`;
+//! - `any-epoll-level`, `any-epoll-edge`: [`evmux::AnyPoller`] with epoll
+//!   picked at run time (this bench sets `EVMUX_BACKEND=epoll`), against
+//!   `evmux-epoll-*`: the cost of choosing the backend at run time.
 //!
 //! select runs only while every fd fits below FD_SETSIZE and says where it
 //! stops. RLIMIT_NOFILE's soft limit is raised to the hard one; an N the
@@ -50,7 +53,8 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion};
 use evmux::{
-    EpollPoller, Events, Interest, PollPoller, Poller, SelectPoller, Token, Trigger, UringPoller,
+    AnyPoller, EpollPoller, Events, Interest, PollPoller, Poller, SelectPoller, Token, Trigger,
+    UringPoller,
 };
 use mio::unix::SourceFd;
 
@@ -547,6 +551,8 @@ fn contenders() -> Vec<Entry> {
         entry::<Evmux<UringPoller>>("evmux-uring-edge", Edge, false),
         entry::<RawUring>("raw-uring-edge", Edge, false),
         entry::<Evmux<UringPoller>>("evmux-uring-oneshot", Oneshot, false),
+        entry::<Evmux<AnyPoller>>("any-epoll-level", Level, false),
+        entry::<Evmux<AnyPoller>>("any-epoll-edge", Edge, false),
         entry::<Mio>("mio-edge", Edge, false),
         entry::<Polling>("polling-level", Level, false),
         entry::<Polling>("polling-edge", Edge, false),
@@ -687,6 +693,8 @@ criterion_group! {
 }
 
 fn main() {
+    // AnyPoller::new() picks epoll: the any-epoll rows.
+    std::env::set_var(evmux::BACKEND_ENV, "epoll");
     if let Some(rounds) = std::env::var("EVMUX_INTERLEAVED")
         .ok()
         .and_then(|v| v.parse().ok())

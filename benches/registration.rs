@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
-use evmux::{
-    EpollPoller, Events, Interest, PollPoller, Poller, SelectPoller, Token, Trigger, UringPoller,
-};
+use evmux::{AnyPoller, Events, Interest, Poller, Token, Trigger, UringPoller};
 
 #[path = "support/fd_limit.rs"]
 mod fd_limit;
@@ -55,6 +53,18 @@ impl Fixture {
 }
 
 fn bench_evmux<P: Poller>(g: &mut Group<'_>, fx: &Fixture) {
+    if P::fd_capacity().is_some() && !fx.probe_fits_select() {
+        let fd = fx.probe.as_raw_fd();
+        return eprintln!(
+            "{} stops before N={}: fd {fd} is past its capacity",
+            P::NAME,
+            fx.others.len()
+        );
+    }
+    bench_evmux_named::<P>(g, fx, P::NAME);
+}
+
+fn bench_evmux_named<P: Poller>(g: &mut Group<'_>, fx: &Fixture, name: &str) {
     let mut poller = P::new().expect("create poller");
     for (i, fd) in fx.others.iter().enumerate() {
         poller
@@ -63,7 +73,7 @@ fn bench_evmux<P: Poller>(g: &mut Group<'_>, fx: &Fixture) {
     }
     let token = Token(fx.others.len());
     let both = Interest::READABLE | Interest::WRITABLE;
-    let id = BenchmarkId::new(P::NAME, fx.others.len());
+    let id = BenchmarkId::new(name, fx.others.len());
     g.bench_with_input(id, &(), |b, _| {
         b.iter(|| {
             let probe = &fx.probe;
@@ -75,6 +85,12 @@ fn bench_evmux<P: Poller>(g: &mut Group<'_>, fx: &Fixture) {
             poller.deregister(probe).expect("deregister");
         })
     });
+}
+
+/// AnyPoller with epoll picked at run time: the cost of the choice.
+fn bench_any(g: &mut Group<'_>, fx: &Fixture) {
+    std::env::set_var(evmux::BACKEND_ENV, "epoll");
+    bench_evmux_named::<AnyPoller>(g, fx, "any-epoll");
 }
 
 /// uring's register + modify + deregister, then a zero wait: the whole
@@ -146,16 +162,14 @@ fn registration(c: &mut Criterion) {
             continue;
         }
         let fx = Fixture::new(n).expect("create sockets");
-        if fx.probe_fits_select() {
-            bench_evmux::<SelectPoller>(&mut g, &fx);
-        } else {
-            let fd = fx.probe.as_raw_fd();
-            eprintln!("select stops before N={n}: fd {fd} is past FD_SETSIZE");
+        macro_rules! each {
+            ($name:ident, $variant:ident, $poller:ty) => {
+                bench_evmux::<$poller>(&mut g, &fx);
+            };
         }
-        bench_evmux::<PollPoller>(&mut g, &fx);
-        bench_evmux::<EpollPoller>(&mut g, &fx);
+        evmux::for_each_backend!(each);
         bench_raw_epoll(&mut g, &fx);
-        bench_evmux::<UringPoller>(&mut g, &fx);
+        bench_any(&mut g, &fx);
         bench_uring_with_wait(&mut g, &fx);
     }
     g.finish();

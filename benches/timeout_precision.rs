@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use evmux::{EpollPoller, Events, PollPoller, Poller, SelectPoller, UringPoller};
+use evmux::{Events, Poller};
 
 const WAITS: usize = 500;
 const TIMEOUTS: [Duration; 2] = [Duration::from_micros(100), Duration::from_micros(3100)];
@@ -49,10 +49,12 @@ fn evmux<P: Poller>() {
 }
 
 fn main() {
-    evmux::<SelectPoller>();
-    evmux::<PollPoller>();
-    evmux::<EpollPoller>();
-    evmux::<UringPoller>();
+    macro_rules! each {
+        ($name:ident, $variant:ident, $poller:ty) => {
+            evmux::<$poller>();
+        };
+    }
+    evmux::for_each_backend!(each);
     let poller = polling::Poller::new().expect("polling");
     let mut events = polling::Events::new();
     for timeout in TIMEOUTS {

@@ -140,20 +140,22 @@ pub use evmux_core::{
     Waker,
 };
 
-#[cfg(feature = "epoll")]
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(evmux_epoll)]
 pub use evmux_epoll::EpollPoller;
-#[cfg(feature = "poll")]
+#[cfg(evmux_poll)]
 pub use evmux_poll::PollPoller;
-#[cfg(feature = "select")]
+#[cfg(evmux_select)]
 pub use evmux_select::SelectPoller;
-#[cfg(feature = "uring")]
-#[cfg(target_os = "linux")]
+#[cfg(evmux_uring)]
 pub use evmux_uring::UringPoller;
+
+// The one list of backends (macros only; first, so the rest can use it).
+mod list;
 
 // Leaves: they depend on nothing else here (but `net` and `activation`
 // on `sys`).
 mod activation;
+mod backend;
 mod buffer;
 pub mod codec;
 mod config;
@@ -167,8 +169,12 @@ mod timer;
 mod handler;
 // The loop; depends on all of the above.
 mod reactor;
+// A backend picked at run time; depends on the backends and `backend`.
+mod any_poller;
 
 pub use activation::inherited_listeners;
+pub use any_poller::AnyPoller;
+pub use backend::{Backend, BACKEND_ENV};
 pub use config::{Config, HalfClose};
 pub use handler::{Conn, Control, Handler, SendError};
 pub use ids::{CloseReason, ConnId, SourceId, TimerId};
@@ -176,22 +182,17 @@ pub use net::{Endpoint, Listener, Stream};
 pub use reactor::{Reactor, StopHandle};
 pub use stats::Stats;
 
-cfg_if::cfg_if! {
-    if #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))] {
-        /// The backend chosen for this build: [`EpollPoller`].
-        pub type DefaultPoller = EpollPoller;
-    } else if #[cfg(feature = "poll")] {
-        /// The backend chosen for this build: [`PollPoller`].
-        pub type DefaultPoller = PollPoller;
-    } else if #[cfg(feature = "select")] {
-        /// The backend chosen for this build: [`SelectPoller`].
-        pub type DefaultPoller = SelectPoller;
-    } else if #[cfg(all(feature = "uring", target_os = "linux"))] {
-        /// The backend chosen for this build: [`UringPoller`] (the only one
-        /// built; its `new` fails with `Unsupported` where io_uring is
-        /// blocked).
-        pub type DefaultPoller = UringPoller;
-    } else {
+macro_rules! default_poller {
+    ({} ($name:ident, $variant:ident, $poller:ty, $pairs:tt) $($rest:tt)*) => {
+        #[doc = concat!(
+            "The backend chosen for this build: the best one built (epoll on Linux, ",
+            "else poll, else select, else uring): here the ", stringify!($name), " backend. ",
+            "[`AnyPoller`] picks one at run time instead."
+        )]
+        pub type DefaultPoller = $poller;
+    };
+    ({}) => {
         compile_error!("evmux needs at least one backend: enable the `select`, `poll`, `epoll` or `uring` feature");
-    }
+    };
 }
+__evmux_backends!([default_poller] {});

@@ -815,7 +815,7 @@ fn soak_with<P: Poller>(trigger: Trigger, conns: usize, requests: usize) {
 // ---- one module per backend and trigger ----------------------------------------------
 
 macro_rules! every_backend {
-    ($module:ident, $poller:ty, $trigger:ident) => {
+    ($module:ident, $poller:ty, $trigger:expr) => {
         mod $module {
             every_backend!(@cases $module, $poller, $trigger;
                 reset_mid_stream,
@@ -833,11 +833,11 @@ macro_rules! every_backend {
             #[test]
             #[ignore = "long soak; run: cargo test --release --test adversarial -- --ignored"]
             fn soak_long() {
-                super::soak_long::<$poller>(evmux::Trigger::$trigger, "");
+                super::soak_long::<$poller>($trigger, "");
             }
         }
     };
-    (@cases $module:ident, $poller:ty, $trigger:ident; $($case:ident),* $(,)?) => {
+    (@cases $module:ident, $poller:ty, $trigger:expr; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
@@ -845,29 +845,13 @@ macro_rules! every_backend {
                     return;
                 }
                 let name = concat!(stringify!($module), "::", stringify!($case));
-                super::$case::<$poller>(evmux::Trigger::$trigger, name);
+                super::$case::<$poller>($trigger, name);
             }
         )*
     };
 }
 
-#[cfg(feature = "select")]
-every_backend!(select_level, evmux::SelectPoller, Level);
-
-#[cfg(feature = "poll")]
-every_backend!(poll_level, evmux::PollPoller, Level);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-every_backend!(epoll_level, evmux::EpollPoller, Level);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-every_backend!(epoll_edge, evmux::EpollPoller, Edge);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-every_backend!(uring_level, evmux::UringPoller, Level);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-every_backend!(uring_edge, evmux::UringPoller, Edge);
+evmux::for_each_trigger!(every_backend);
 
 // ---- property tests of the framing layer ------------------------------------------
 

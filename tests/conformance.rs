@@ -944,7 +944,7 @@ fn name_and_capabilities<P: Poller>(module: &str) {
 // ---- one module per backend ------------------------------------------------
 
 macro_rules! conformance {
-    ($module:ident, $poller:ty) => {
+    ($module:ident, $variant:ident, $poller:ty) => {
         mod $module {
             #[test]
             fn name_and_capabilities() {
@@ -1005,47 +1005,19 @@ macro_rules! conformance {
     };
 }
 
-#[cfg(feature = "select")]
-conformance!(select, evmux::SelectPoller);
-
-#[cfg(feature = "poll")]
-conformance!(poll, evmux::PollPoller);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-conformance!(epoll, evmux::EpollPoller);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-conformance!(uring, evmux::UringPoller);
+evmux::for_each_backend!(conformance);
 
 /// Where io_uring is blocked, every uring case says so and is skipped:
 /// this binary is run again for two uring cases under a seccomp filter
 /// that fails `io_uring_setup` with EPERM (as a container's policy does).
-#[cfg(all(feature = "uring", target_os = "linux"))]
+#[cfg(evmux_uring)]
 #[test]
 fn uring_blocked_is_reported_skipped() {
-    use std::os::unix::process::CommandExt;
     use std::process::Command;
 
     if !backend_available::<evmux::UringPoller>() {
         return;
     }
-    let filter = [
-        // A = seccomp_data.nr
-        bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
-        bpf(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            0,
-            1,
-            libc::SYS_io_uring_setup as u32,
-        ),
-        bpf(
-            libc::BPF_RET | libc::BPF_K,
-            0,
-            0,
-            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-        ),
-        bpf(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
-    ];
     let mut child = Command::new(std::env::current_exe().unwrap());
     child.args([
         "--exact",
@@ -1055,24 +1027,7 @@ fn uring_blocked_is_reported_skipped() {
         "1",
         "--nocapture",
     ]);
-    // SAFETY: the hook runs in the forked child before exec and makes only
-    // prctl calls (async-signal-safe syscalls) on memory copied into the
-    // closure; the filter outlives the calls and survives the exec.
-    unsafe {
-        child.pre_exec(move || {
-            let prog = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr() as *mut libc::sock_filter,
-            };
-            evmux::cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            evmux::cvt(libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &prog as *const libc::sock_fprog,
-            ))?;
-            Ok(())
-        });
-    }
+    deny_syscalls(&mut child, &[libc::SYS_io_uring_setup]);
     let out = child.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1080,14 +1035,4 @@ fn uring_blocked_is_reported_skipped() {
     assert!(stdout.contains("2 passed"), "{stdout}");
     let skipped = "skipped: the uring backend cannot run here: io_uring_setup: refused (EPERM)";
     assert_eq!(stderr.matches(skipped).count(), 2, "{stderr}");
-}
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    }
 }

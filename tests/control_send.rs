@@ -112,15 +112,4 @@ macro_rules! backend {
     };
 }
 
-#[cfg(feature = "select")]
-backend!(select_level, evmux::SelectPoller, Trigger::Level);
-#[cfg(feature = "poll")]
-backend!(poll_level, evmux::PollPoller, Trigger::Level);
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-backend!(epoll_level, evmux::EpollPoller, Trigger::Level);
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-backend!(epoll_edge, evmux::EpollPoller, Trigger::Edge);
-#[cfg(all(feature = "uring", target_os = "linux"))]
-backend!(uring_level, evmux::UringPoller, Trigger::Level);
-#[cfg(all(feature = "uring", target_os = "linux"))]
-backend!(uring_edge, evmux::UringPoller, Trigger::Edge);
+evmux::for_each_trigger!(backend);

@@ -22,16 +22,10 @@ use std::time::{Duration, Instant};
 /// How long anything may take before the test calls it a hang.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The enabled backend features, passed on to the examples' build.
+/// The backends this build has, as cargo features for the examples' build.
 fn features() -> String {
-    let all = [
-        ("select", cfg!(feature = "select")),
-        ("poll", cfg!(feature = "poll")),
-        ("epoll", cfg!(feature = "epoll")),
-        ("uring", cfg!(feature = "uring")),
-    ];
-    let on: Vec<&str> = all.iter().filter(|f| f.1).map(|f| f.0).collect();
-    on.join(",")
+    let names: Vec<&str> = evmux::Backend::built().iter().map(|b| b.name()).collect();
+    names.join(",")
 }
 
 /// Builds the three examples once (same profile and features as this
@@ -329,85 +323,57 @@ fn calc_round_trip(backend: &str, trigger: &str) {
     expect_reply(&mut client, b"198X37X");
 }
 
-#[cfg(feature = "select")]
-#[test]
-fn calc_on_select_level() {
-    calc_round_trip("select", "level");
+macro_rules! calc_round_trips {
+    ($module:ident, $poller:ty, $trigger:expr) => {
+        #[test]
+        fn $module() {
+            if available::<$poller>() {
+                calc_round_trip(<$poller as evmux::Poller>::NAME, trigger_name($trigger));
+            }
+        }
+    };
 }
 
-#[cfg(feature = "poll")]
-#[test]
-fn calc_on_poll_level() {
-    calc_round_trip("poll", "level");
+mod calc_on {
+    use super::*;
+    evmux::for_each_trigger!(calc_round_trips);
 }
 
-#[cfg(all(feature = "epoll", target_os = "linux"))]
-#[test]
-fn calc_on_epoll_level() {
-    calc_round_trip("epoll", "level");
-}
-
-#[cfg(all(feature = "epoll", target_os = "linux"))]
-#[test]
-fn calc_on_epoll_edge() {
-    calc_round_trip("epoll", "edge");
-}
-
-/// Can io_uring be used here? If not, says why (the test is skipped).
-#[cfg(all(feature = "uring", target_os = "linux"))]
-fn uring_available() -> bool {
-    use evmux::Poller;
-    match evmux::UringPoller::new() {
+/// Can backend `P` run here? If not, says why (the test is skipped).
+fn available<P: evmux::Poller>() -> bool {
+    match P::new() {
         Ok(_) => true,
         Err(e) if e.kind() == ErrorKind::Unsupported => {
-            eprintln!("skipped: the uring backend cannot run here: {e}");
+            eprintln!("skipped: the {} backend cannot run here: {e}", P::NAME);
             false
         }
-        Err(e) => panic!("uring: new: {e}"),
+        Err(e) => panic!("{}: new: {e}", P::NAME),
     }
 }
 
-#[cfg(all(feature = "uring", target_os = "linux"))]
-#[test]
-fn calc_on_uring_level() {
-    if uring_available() {
-        calc_round_trip("uring", "level");
-    }
-}
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-#[test]
-fn calc_on_uring_edge() {
-    if uring_available() {
-        calc_round_trip("uring", "edge");
+/// `level` or `edge`, as the examples' flag spells it.
+fn trigger_name(trigger: evmux::Trigger) -> &'static str {
+    match trigger {
+        evmux::Trigger::Edge => "edge",
+        _ => "level",
     }
 }
 
 /// `DefaultPoller`'s backend and its default trigger, as announced.
 fn default_backend() -> (&'static str, &'static str) {
-    if cfg!(all(feature = "epoll", target_os = "linux")) {
-        ("epoll", "edge")
-    } else if cfg!(feature = "poll") {
-        ("poll", "level")
-    } else if cfg!(feature = "select") {
-        ("select", "level")
-    } else {
-        ("uring", "edge")
-    }
+    let best = evmux::Backend::best();
+    let edge = best.supports_trigger(evmux::Trigger::Edge);
+    (best.name(), if edge { "edge" } else { "level" })
 }
 
 /// A level-triggered backend this build has: poll, else select, else
-/// epoll, else uring.
+/// the best one.
 fn level_backend() -> &'static str {
-    if cfg!(feature = "poll") {
-        "poll"
-    } else if cfg!(feature = "select") {
-        "select"
-    } else if cfg!(feature = "epoll") {
-        "epoll"
-    } else {
-        "uring"
-    }
+    let built = evmux::Backend::built();
+    let level_only = built
+        .iter()
+        .find(|b| !b.supports_trigger(evmux::Trigger::Edge));
+    level_only.copied().unwrap_or(evmux::Backend::best()).name()
 }
 
 /// Starts `example` level-triggered on [`level_backend`], plus `args`.
@@ -640,6 +606,47 @@ fn calc_serves_a_listener_passed_by_a_supervisor() {
     let mut client = server.connect();
     client.write_all(b"40+2X").unwrap();
     expect_reply(&mut client, b"42X");
+}
+
+/// `EVMUX_BACKEND` picks the backend when `--backend` is not given (and
+/// the listening line names it); the flag wins over it; a bad name in it
+/// stops the server with a message listing this build's backends.
+#[test]
+fn calc_honours_evmux_backend() {
+    for &backend in evmux::Backend::built() {
+        if evmux::AnyPoller::with_backend(backend).is_err() {
+            eprintln!("skipped: {backend} cannot start here");
+            continue;
+        }
+        let mut cmd = Command::new(binary("calc"));
+        cmd.args(["--addr", "127.0.0.1:0", "--trigger", "level"]);
+        cmd.env(evmux::BACKEND_ENV, backend.name());
+        let server = Server::spawn(cmd, "calc", &[], backend.name(), "level");
+        let mut client = server.connect();
+        client.write_all(b"1+1X").unwrap();
+        expect_reply(&mut client, b"2X");
+    }
+    let (flag, _) = default_backend();
+    let mut cmd = Command::new(binary("calc"));
+    cmd.args([
+        "--addr",
+        "127.0.0.1:0",
+        "--trigger",
+        "level",
+        "--backend",
+        flag,
+    ]);
+    cmd.env(evmux::BACKEND_ENV, "kqueue");
+    drop(Server::spawn(cmd, "calc", &[], flag, "level"));
+
+    let mut cmd = Command::new(binary("calc"));
+    cmd.args(["--addr", "127.0.0.1:0"])
+        .env(evmux::BACKEND_ENV, "kqueue");
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let want = "calc: error: EVMUX_BACKEND=kqueue: unknown backend \"kqueue\"; this build has";
+    assert!(stderr.starts_with(want), "{stderr}");
 }
 
 // ---- echo and ping ----

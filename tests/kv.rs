@@ -30,16 +30,7 @@ fn binary() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let features: Vec<&str> = [
-            ("select", cfg!(feature = "select")),
-            ("poll", cfg!(feature = "poll")),
-            ("epoll", cfg!(feature = "epoll")),
-            ("uring", cfg!(feature = "uring")),
-        ]
-        .iter()
-        .filter(|f| f.1)
-        .map(|f| f.0)
-        .collect();
+        let features: Vec<&str> = evmux::Backend::built().iter().map(|b| b.name()).collect();
         let mut cargo = Command::new(env!("CARGO"));
         cargo.arg("build").arg("--manifest-path").arg(manifest);
         cargo.args(["--example", "kv", "--message-format", "json"]);
@@ -133,15 +124,9 @@ impl Server {
 
     /// Starts kv on `DefaultPoller`'s backend and trigger.
     fn start_default(args: &[&str]) -> Server {
-        if cfg!(all(feature = "epoll", target_os = "linux")) {
-            Server::start("epoll", "edge", args)
-        } else if cfg!(feature = "poll") {
-            Server::start("poll", "level", args)
-        } else if cfg!(all(feature = "uring", target_os = "linux")) && !cfg!(feature = "select") {
-            Server::start("uring", "edge", args)
-        } else {
-            Server::start("select", "level", args)
-        }
+        let best = evmux::Backend::best();
+        let edge = best.supports_trigger(evmux::Trigger::Edge);
+        Server::start(best.name(), if edge { "edge" } else { "level" }, args)
     }
 
     fn client(&self) -> Client {
@@ -715,9 +700,9 @@ fn expiry(backend: &str, trigger: &str) {
 }
 
 macro_rules! kv_tests {
-    ($module:ident, $backend:literal, $trigger:literal) => {
+    ($module:ident, $poller:ty, $trigger:expr) => {
         mod $module {
-            kv_tests!(@cases $backend, $trigger;
+            kv_tests!(@cases $poller, $trigger;
                 every_command,
                 errors_keep_the_connection,
                 pipelined_10000,
@@ -729,27 +714,21 @@ macro_rules! kv_tests {
             );
         }
     };
-    (@cases $backend:literal, $trigger:literal; $($case:ident),* $(,)?) => {
+    (@cases $poller:ty, $trigger:expr; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
-                super::$case($backend, $trigger);
+                let trigger = match $trigger {
+                    evmux::Trigger::Edge => "edge",
+                    _ => "level",
+                };
+                super::$case(<$poller as evmux::Poller>::NAME, trigger);
             }
         )*
     };
 }
 
-#[cfg(feature = "select")]
-kv_tests!(select_level, "select", "level");
-
-#[cfg(feature = "poll")]
-kv_tests!(poll_level, "poll", "level");
-
-#[cfg(all(feature = "epoll", target_os = "linux"))]
-kv_tests!(epoll_level, "epoll", "level");
-
-#[cfg(all(feature = "epoll", target_os = "linux"))]
-kv_tests!(epoll_edge, "epoll", "edge");
+evmux::for_each_trigger!(kv_tests);
 
 // ---- real clients, when installed ----
 
@@ -1066,9 +1045,3 @@ fn same_replies_as_redis_server() {
         assert_eq!(show(&got), show(&want), "request {:?}", show(request));
     }
 }
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-kv_tests!(uring_level, "uring", "level");
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-kv_tests!(uring_edge, "uring", "edge");

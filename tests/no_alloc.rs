@@ -162,7 +162,7 @@ fn oneshot_rearm_allocates_nothing<P: Poller>() {
 }
 
 macro_rules! no_alloc {
-    ($module:ident, $poller:ty) => {
+    ($module:ident, $variant:ident, $poller:ty) => {
         mod $module {
             #[test]
             fn wait_with_ready_fd_allocates_nothing() {
@@ -188,14 +188,4 @@ macro_rules! no_alloc {
     };
 }
 
-#[cfg(feature = "select")]
-no_alloc!(select, evmux::SelectPoller);
-
-#[cfg(feature = "poll")]
-no_alloc!(poll, evmux::PollPoller);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-no_alloc!(epoll, evmux::EpollPoller);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-no_alloc!(uring, evmux::UringPoller);
+evmux::for_each_backend!(no_alloc);

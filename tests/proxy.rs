@@ -647,20 +647,4 @@ macro_rules! proxy_tests {
     };
 }
 
-#[cfg(feature = "select")]
-proxy_tests!(select_level, evmux::SelectPoller, evmux::Trigger::Level);
-
-#[cfg(feature = "poll")]
-proxy_tests!(poll_level, evmux::PollPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-proxy_tests!(epoll_level, evmux::EpollPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-proxy_tests!(epoll_edge, evmux::EpollPoller, evmux::Trigger::Edge);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-proxy_tests!(uring_level, evmux::UringPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-proxy_tests!(uring_edge, evmux::UringPoller, evmux::Trigger::Edge);
+evmux::for_each_trigger!(proxy_tests);

@@ -1217,20 +1217,4 @@ macro_rules! reactor_tests {
     };
 }
 
-#[cfg(feature = "select")]
-reactor_tests!(select_level, evmux::SelectPoller, evmux::Trigger::Level);
-
-#[cfg(feature = "poll")]
-reactor_tests!(poll_level, evmux::PollPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-reactor_tests!(epoll_level, evmux::EpollPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-reactor_tests!(epoll_edge, evmux::EpollPoller, evmux::Trigger::Edge);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-reactor_tests!(uring_level, evmux::UringPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-reactor_tests!(uring_edge, evmux::UringPoller, evmux::Trigger::Edge);
+evmux::for_each_trigger!(reactor_tests);

@@ -732,17 +732,7 @@ macro_rules! source_tests {
     };
 }
 
-#[cfg(feature = "select")]
-source_tests!(select_level, evmux::SelectPoller, evmux::Trigger::Level);
-
-#[cfg(feature = "poll")]
-source_tests!(poll_level, evmux::PollPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-source_tests!(epoll_level, evmux::EpollPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-source_tests!(epoll_edge, evmux::EpollPoller, evmux::Trigger::Edge);
+evmux::for_each_trigger!(source_tests);
 
 // ---- socket activation (LISTEN_FDS), in a child process ---------------------
 
@@ -856,9 +846,3 @@ fn socket_activation_refuses_a_socket_that_is_not_listening() {
         "{line}"
     );
 }
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-source_tests!(uring_level, evmux::UringPoller, evmux::Trigger::Level);
-
-#[cfg(all(feature = "uring", target_os = "linux"))]
-source_tests!(uring_edge, evmux::UringPoller, evmux::Trigger::Edge);

@@ -184,4 +184,25 @@ pub trait Poller: Sized + Send + 'static {
     /// - `AlreadyExists` if this poller has a waker already (clone that one).
     /// - The error of creating or registering the eventfd or pipe.
     fn waker(&mut self, token: Token) -> io::Result<Waker>;
+
+    /// This poller's backend name. The same as [`NAME`](Poller::NAME) for
+    /// a concrete backend; a poller that picks its backend at run time
+    /// (the facade's `AnyPoller`) names the one it picked.
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    /// Can this poller deliver `trigger`? The same as
+    /// [`supports_trigger`](Poller::supports_trigger) for a concrete
+    /// backend; a run-time choice answers for the backend it picked.
+    fn has_trigger(&self, trigger: Trigger) -> bool {
+        Self::supports_trigger(trigger)
+    }
+
+    /// The fd limit of this poller: [`fd_capacity`](Poller::fd_capacity)
+    /// for a concrete backend, that of the picked backend for a run-time
+    /// choice.
+    fn fd_limit(&self) -> Option<usize> {
+        Self::fd_capacity()
+    }
 }

@@ -12,15 +12,18 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use evmux::codec::{Codec, DEFAULT_MAX_FRAME};
-use evmux::{Config, DefaultPoller, Handler, Poller, Reactor, Stats, StopHandle, Trigger};
+use evmux::{AnyPoller, Backend};
+use evmux::{Config, Handler, Poller, Reactor, Stats, StopHandle, Trigger};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
 /// The flags every example server takes.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// The readiness backend [default: epoll on Linux, else poll, else select, else uring]
-    #[arg(long, value_enum)]
+    /// The readiness backend: select, poll, epoll or uring [default:
+    /// $EVMUX_BACKEND, else epoll on Linux, else poll, else select, else
+    /// uring]
+    #[arg(long, value_name = "NAME", value_parser = parse_backend)]
     pub backend: Option<Backend>,
 
     /// Level or edge triggering [default: edge on epoll and uring, level otherwise]
@@ -73,17 +76,9 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `--backend`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
-    /// select(2): at most 1024 fds
-    Select,
-    /// poll(2)
-    Poll,
-    /// epoll(7), Linux only
-    Epoll,
-    /// io_uring(7) poll requests, Linux 5.13+ only
-    Uring,
+/// `--backend`: a backend this build has (the error lists them).
+fn parse_backend(text: &str) -> Result<Backend, String> {
+    text.parse().map_err(|e: io::Error| e.to_string())
 }
 
 /// `--trigger`.
@@ -136,49 +131,17 @@ pub fn run_with<C: Codec + Clone + 'static, H: Handler>(
     handler: &mut H,
 ) -> ExitCode {
     init_logging();
-    let served = match args.backend {
-        None => serve::<DefaultPoller, C, H>(args, config, codec, handler),
-        Some(Backend::Select) => {
-            #[cfg(feature = "select")]
-            return report(
-                name,
-                serve::<evmux::SelectPoller, C, H>(args, config, codec, handler),
-            );
-            #[cfg(not(feature = "select"))]
-            Err(not_built("select"))
-        }
-        Some(Backend::Poll) => {
-            #[cfg(feature = "poll")]
-            return report(
-                name,
-                serve::<evmux::PollPoller, C, H>(args, config, codec, handler),
-            );
-            #[cfg(not(feature = "poll"))]
-            Err(not_built("poll"))
-        }
-        Some(Backend::Epoll) => {
-            #[cfg(all(feature = "epoll", any(target_os = "linux", target_os = "android")))]
-            return report(
-                name,
-                serve::<evmux::EpollPoller, C, H>(args, config, codec, handler),
-            );
-            #[cfg(not(all(feature = "epoll", any(target_os = "linux", target_os = "android"))))]
-            Err(not_built("epoll"))
-        }
-        Some(Backend::Uring) => {
-            #[cfg(all(feature = "uring", target_os = "linux"))]
-            return report(
-                name,
-                serve::<evmux::UringPoller, C, H>(args, config, codec, handler),
-            );
-            #[cfg(not(all(feature = "uring", target_os = "linux")))]
-            Err(not_built("uring"))
-        }
+    // The flag, else EVMUX_BACKEND, else the best backend built: one
+    // server, monomorphised once, whatever the backend.
+    let poller = match args.backend {
+        Some(backend) => AnyPoller::with_backend(backend),
+        None => AnyPoller::new(),
     };
+    let served = poller.and_then(|poller| serve(poller, args, config, codec, handler));
     report(name, served)
 }
 
-/// Builds a reactor on backend `P`, listens, announces itself on stdout,
+/// Builds a reactor on `poller`, listens, announces itself on stdout,
 /// and runs until a signal stops it. Returns the final counters.
 ///
 /// # Errors
@@ -187,12 +150,13 @@ pub fn run_with<C: Codec + Clone + 'static, H: Handler>(
 /// on select or poll), of listening, of printing the announcement, or of
 /// the loop itself.
 pub fn serve<P: Poller, C: Codec + Clone + 'static, H: Handler>(
+    poller: P,
     args: &ServerArgs,
     config: Config,
     codec: C,
     handler: &mut H,
 ) -> io::Result<Stats> {
-    let mut reactor = Reactor::<P, C>::new(codec, config)?;
+    let mut reactor = Reactor::with_poller(poller, codec, config)?;
     let addr = listen(&mut reactor, args.addr.as_deref())?;
     let signals = StopOnSignal::install(reactor.stop_handle())?;
     announce(&addr, reactor.backend(), reactor.trigger())?;
@@ -267,14 +231,6 @@ fn report(name: &str, served: io::Result<Stats>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[allow(dead_code)] // used only when a backend feature is off
-fn not_built(backend: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("this build has no {backend} backend (its cargo feature is off)"),
-    )
 }
 
 fn context(e: io::Error, what: &str) -> io::Error {

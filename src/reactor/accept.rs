@@ -132,10 +132,10 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
         match socket.local_addr() {
             Some(addr) => log::info!(
                 "listening on {addr} backend={} trigger={}",
-                P::NAME,
+                self.poller.name(),
                 self.trigger
             ),
-            None => log::info!("listening on a unix socket backend={}", P::NAME),
+            None => log::info!("listening on a unix socket backend={}", self.poller.name()),
         }
         let ready = false;
         self.listening.slots.push(Slot {
@@ -318,10 +318,10 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
             ));
         }
         let fd = stream.as_fd().as_raw_fd();
-        if let Some(cap) = P::fd_capacity().filter(|&cap| fd as usize >= cap) {
+        if let Some(cap) = self.poller.fd_limit().filter(|&cap| fd as usize >= cap) {
             return refuse(format!(
                 "fd {fd} is beyond the {} backend's capacity ({cap})",
-                P::NAME
+                self.poller.name()
             ));
         }
         let token = Source::Conn(id).to_token();

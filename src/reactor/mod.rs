@@ -131,8 +131,32 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
     /// - `InvalidInput` for `Trigger::Oneshot`, which the reactor does not use.
     /// - The error of creating the poller or its waker.
     pub fn new(codec: C, config: Config) -> io::Result<Self> {
-        let trigger = pick_trigger::<P>(config.trigger)?;
-        let mut poller = P::new()?;
+        Self::with_poller(P::new()?, codec, config)
+    }
+
+    /// Creates a reactor on a poller made by the caller: a backend picked
+    /// at run time (an [`AnyPoller`](crate::AnyPoller) for a
+    /// [`Backend`](crate::Backend) read from a flag), or one created with
+    /// options of its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Reactor::new), but for creating the poller. A poller
+    /// that has made its waker already gives `AlreadyExists`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evmux::{codec::Lines, AnyPoller, Backend, Config, Reactor};
+    ///
+    /// let backend: Backend = "poll".parse()?;
+    /// let poller = AnyPoller::with_backend(backend)?;
+    /// let reactor = Reactor::with_poller(poller, Lines::new(), Config::default())?;
+    /// assert_eq!(reactor.backend(), "poll");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_poller(mut poller: P, codec: C, config: Config) -> io::Result<Self> {
+        let trigger = pick_trigger(&poller, config.trigger)?;
         let waker = poller.waker(Source::Waker.to_token())?;
         Ok(Reactor {
             poller,
@@ -153,9 +177,11 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
         })
     }
 
-    /// The backend's name (`"select"`, `"poll"`, `"epoll"`, `"uring"`).
+    /// The backend's name (`"select"`, `"poll"`, `"epoll"`, `"uring"`):
+    /// the one really in use, also when `P` is an
+    /// [`AnyPoller`](crate::AnyPoller).
     pub fn backend(&self) -> &'static str {
-        P::NAME
+        self.poller.name()
     }
 
     /// The trigger mode in use.
@@ -423,7 +449,7 @@ impl<P: Poller, C: Codec + Clone + 'static> Reactor<P, C> {
     }
 }
 
-fn pick_trigger<P: Poller>(asked: Option<Trigger>) -> io::Result<Trigger> {
+fn pick_trigger<P: Poller>(poller: &P, asked: Option<Trigger>) -> io::Result<Trigger> {
     let trigger = match asked {
         Some(Trigger::Oneshot) => {
             return Err(io::Error::new(
@@ -432,11 +458,14 @@ fn pick_trigger<P: Poller>(asked: Option<Trigger>) -> io::Result<Trigger> {
             ))
         }
         Some(t) => t,
-        None if P::supports_trigger(Trigger::Edge) => Trigger::Edge,
+        None if poller.has_trigger(Trigger::Edge) => Trigger::Edge,
         None => Trigger::Level,
     };
-    evmux_core::check_trigger::<P>(trigger)?;
-    Ok(trigger)
+    if poller.has_trigger(trigger) {
+        Ok(trigger)
+    } else {
+        Err(evmux_core::unsupported_trigger(poller.name(), trigger))
+    }
 }
 
 /// Waits for readability only: what a new connection starts with.

@@ -487,3 +487,58 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let out = f();
     (out, start.elapsed())
 }
+
+/// Makes `child` run with each system call in `calls` failing with EPERM,
+/// as a container's seccomp policy does (the filter is installed in the
+/// forked child before exec, and survives the exec).
+#[cfg(target_os = "linux")]
+pub fn deny_syscalls(child: &mut std::process::Command, calls: &[libc::c_long]) {
+    use std::os::unix::process::CommandExt;
+
+    // A = seccomp_data.nr; for each call: if A == nr return EPERM; allow.
+    let mut filter = vec![bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0)];
+    let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    for &nr in calls {
+        filter.push(bpf(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            nr as u32,
+        ));
+        filter.push(bpf(libc::BPF_RET | libc::BPF_K, 0, 0, deny));
+    }
+    filter.push(bpf(
+        libc::BPF_RET | libc::BPF_K,
+        0,
+        0,
+        libc::SECCOMP_RET_ALLOW,
+    ));
+    // SAFETY: the hook runs in the forked child before exec and makes only
+    // prctl calls (async-signal-safe syscalls) on memory moved into the
+    // closure; the filter outlives the calls and survives the exec.
+    unsafe {
+        child.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            evmux::cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            evmux::cvt(libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ))?;
+            Ok(())
+        });
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
