@@ -115,9 +115,11 @@
 //!
 //! | layer | modules | what they own |
 //! |---|---|---|
-//! | leaves | `ids` ([`ConnId`], [`SourceId`], [`TimerId`], [`CloseReason`]), `stats` ([`Stats`]), `config` ([`Config`]), `buffer`, [`codec`], `timer` (a generic deadline heap), `source` (the token layout), `net` ([`Stream`], [`Listener`], [`Endpoint`]), `activation`, `sys` (each libc call, once) | plain values and syscalls; no loop state |
+//! | the backend list | `list` (one entry per backend; [`for_each_backend!`], [`for_each_trigger!`]; each backend's build condition is a cfg `build.rs` sets once) | which backends this build has, in order of preference |
+//! | leaves | `backend` ([`Backend`], named at run time), `ids` ([`ConnId`], [`SourceId`], [`TimerId`], [`CloseReason`]), `stats` ([`Stats`]), `config` ([`Config`]), `buffer`, [`codec`], `timer` (a generic deadline heap), `source` (the token layout), `net` ([`Stream`], [`Listener`], [`Endpoint`]), `activation`, `sys` (each libc call, once) | plain values and syscalls; no loop state |
 //! | what a handler may touch | `handler` ([`Handler`], [`Conn`], [`Control`], and the loop state they share: timers, counters, requests by id, the table's free keys) | asks, never acts: a close or a send by id is a request the turn carries out after the callback |
 //! | the loop | `reactor/` | the turn (`mod.rs`), one connection's work (`connection.rs`: read, decode and dispatch, flush, wanted interest, returned as a decision), listeners (`accept.rs`), deadlines (`timers.rs`), requests (`requests.rs`), the table (`table.rs`) |
+//! | a backend picked at run time | `any_poller` ([`AnyPoller`]) | one `match` over the backends built, for a program compiled once |
 //!
 //! One event, start to end: `Reactor::run` waits; `on_event` decodes the
 //! token into a `Source` (waker, listener, connection or watched fd);

@@ -1024,6 +1024,32 @@ mod readme {
         Ok(())
     }
 
+    fn pick_at_run_time() -> std::io::Result<()> {
+        use evmux::codec::Raw;
+        use evmux::{AnyPoller, Backend, Config, Reactor};
+
+        // A name from a flag or a config file ("kqueue" would be InvalidInput,
+        // listing the backends this build has).
+        let backend: Backend = "poll".parse()?;
+        let poller = AnyPoller::with_backend(backend)?;
+        let reactor = Reactor::with_poller(poller, Raw, Config::default())?;
+        assert_eq!(reactor.backend(), "poll");
+
+        // EVMUX_BACKEND, else the best backend built; no fallback if it fails.
+        let from_env = Reactor::<AnyPoller, _>::new(Raw, Config::default())?;
+        println!("EVMUX_BACKEND or the default: {}", from_env.backend());
+
+        // The first backend that starts here; any passed over is logged.
+        let poller = AnyPoller::best_available()?;
+        println!("the best that starts: {}", poller.backend());
+        Ok(())
+    }
+
+    #[test]
+    fn run_time_example() {
+        pick_at_run_time().unwrap();
+    }
+
     #[test]
     fn backend_example() {
         pick_a_backend().unwrap();
