@@ -39,7 +39,8 @@
 //! criterion and instead runs every contender in short blocks, in turn,
 //! for 21 rounds per N, and reports the median block: a steadier ratio
 //! between contenders (`python3 benches/plot_idle.py --tsv
-//! target/idle_interleaved.tsv`).
+//! target/idle_interleaved.tsv`). `EVMUX_ONLY=epoll,any` keeps only the
+//! contenders whose names contain one of the comma-separated words.
 
 use std::hint::black_box;
 use std::io::{self, Read, Write};
@@ -593,8 +594,11 @@ fn runnable(fx: &Fixture) -> Vec<Entry> {
             libc::FD_SETSIZE
         );
     }
+    // EVMUX_ONLY=a,b: only the contenders whose names contain a or b.
+    let only = std::env::var("EVMUX_ONLY").unwrap_or_default();
+    let wanted = |e: &Entry| only.is_empty() || only.split(',').any(|w| e.name.contains(w));
     let all = contenders().into_iter();
-    all.filter(|e| select_fits || !e.select).collect()
+    all.filter(|e| (select_fits || !e.select) && wanted(e)).collect()
 }
 
 /// The fixtures the fd limit can hold, one N at a time.
