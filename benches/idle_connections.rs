@@ -598,7 +598,8 @@ fn runnable(fx: &Fixture) -> Vec<Entry> {
     let only = std::env::var("EVMUX_ONLY").unwrap_or_default();
     let wanted = |e: &Entry| only.is_empty() || only.split(',').any(|w| e.name.contains(w));
     let all = contenders().into_iter();
-    all.filter(|e| (select_fits || !e.select) && wanted(e)).collect()
+    all.filter(|e| (select_fits || !e.select) && wanted(e))
+        .collect()
 }
 
 /// The fixtures the fd limit can hold, one N at a time.

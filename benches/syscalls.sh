@@ -65,13 +65,17 @@ run_one() {
     # shellcheck disable=SC2046
     "${SERVER_CPU[@]}" $(server_cmd "$server") >"$WORK/out" 2>"$WORK/err" &
     SERVER_PID=$!
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         grep -q '^listening on ' "$WORK/out" 2>/dev/null && break
         sleep 0.1
     done
     local port
     port=$(sed -n 's/^listening on [^ ]*:\([0-9]*\).*/\1/p' "$WORK/out" | head -1)
-    [ -n "$port" ] || { echo "syscalls.sh: $server did not start" >&2; cat "$WORK/err" >&2; exit 1; }
+    [ -n "$port" ] || {
+        echo "syscalls.sh: $server did not start within 30 s:" >&2
+        cat "$WORK/out" "$WORK/err" >&2
+        exit 1
+    }
     perf stat -e 'syscalls:sys_enter_*' -x, -o "$WORK/perf" -p "$SERVER_PID" &
     local perf=$!
     sleep 0.2

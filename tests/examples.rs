@@ -673,7 +673,7 @@ fn echo_round_trips_a_mebibyte() {
     echo_mebibyte(&[], backend, trigger);
 }
 
-#[cfg(feature = "select")]
+#[cfg(evmux_select)]
 #[test]
 fn echo_round_trips_a_mebibyte_on_select() {
     echo_mebibyte(&["--backend", "select"], "select", "level");
@@ -750,11 +750,9 @@ fn run_to_exit(example: &str, args: &[&str]) -> (ExitStatus, String, String) {
 
 #[test]
 fn edge_on_select_or_poll_exits_with_the_unsupported_error() {
-    let built = [
-        ("select", cfg!(feature = "select")),
-        ("poll", cfg!(feature = "poll")),
-    ];
-    for backend in built.iter().filter(|b| b.1).map(|b| b.0) {
+    let built = evmux::Backend::built().iter();
+    let level_only = built.filter(|b| !b.supports_trigger(evmux::Trigger::Edge));
+    for backend in level_only.map(|b| b.name()) {
         let args = [
             "--addr",
             "127.0.0.1:0",
@@ -964,12 +962,8 @@ fn readme_code_is_tested_here() {
     assert!(blocks >= 3, "found {blocks} rust blocks in the README");
 }
 
-#[cfg(all(
-    feature = "select",
-    feature = "poll",
-    feature = "epoll",
-    target_os = "linux"
-))]
+// The README's blocks name select, poll and epoll.
+#[cfg(all(evmux_select, evmux_poll, evmux_epoll))]
 mod readme {
     fn wait_for_a_message() -> std::io::Result<()> {
         use evmux::{Events, Interest, PollPoller, Poller, Token, Trigger};
